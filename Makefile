@@ -1,0 +1,32 @@
+# `make certs` and `make test` set themselves up on a fresh machine: a virtual environment in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: certs test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+## certs: a working certs directory from the embedded default spec (certs.toml), in this folder
+certs: $(STAMP)
+	$(BIN)/crdb-certs issue --config certs.toml --out .
+
+## test: lint, type-check and the whole test suite (real openssl, real PostgreSQL)
+test: lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator tests
+	$(BIN)/ruff format --check orchestrator tests
+	$(BIN)/mypy
+
+## bench: crdb-certs against plain openssl scripts (not part of `make test`)
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

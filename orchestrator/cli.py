@@ -1,0 +1,137 @@
+"""The command line: a thin layer over spec -> plan -> runner/script. `main(argv)` returns the exit status,
+so tests call it in-process."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from orchestrator import openssl, plan, runner, script, spec
+from orchestrator.errors import ExitStatus, UserError
+from orchestrator.nextsteps import next_steps
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Spec file (TOML). Default: the embedded certs.toml (one node on localhost, user root).",
+)
+profile_option = click.option(
+    "--profile",
+    type=click.Choice(spec.PROFILES),
+    help="Override the spec's profile: secure (default), docs (the v26.3 page exactly), docs-v19.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crdb-certs")
+def cli() -> None:
+    """CockroachDB certificates with openssl, the way the docs make them, without their mistakes."""
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="Output folder: certs/, my-safe-directory/, nodes/<name>/ are made in it.",
+)
+@profile_option
+@click.option(
+    "--jobs", type=click.IntRange(1, 64), default=None, help="Keys generated at once [default: CPUs]."
+)
+@click.option(
+    "--check", is_flag=True, help="Change nothing; say what would be made; exit 1 if anything would."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def issue(
+    config: Path | None, out: Path, profile: str | None, jobs: int | None, check: bool, quiet: bool
+) -> int:
+    """Make or complete the PKI. A second run with the same spec changes nothing."""
+    the_spec = spec.load(config, profile)
+    if check:
+        todo = runner.pending(the_spec, out)
+        work = [t.title for t in todo.tasks if t.expect is not None and len(t.steps) > 1]
+        for title in work:
+            click.echo(f"would make: {title}")
+        if not work:
+            click.echo(f"{out}: up to date")
+        return ExitStatus.FINDINGS if work else ExitStatus.OK
+    tool = openssl.find()
+    console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    with console.status("issuing certificates …") if sys.stdout.isatty() and not quiet else nullcontext():
+        result = runner.issue(the_spec, out, tool, jobs or 0)
+    made = [t.title for t in result.plan.tasks if t.expect is not None and len(t.steps) > 1]
+    if not result.changed:
+        console.print(f"{out}: up to date, nothing changed")
+        return ExitStatus.OK
+    for title in made:
+        console.print(f"made {title}")
+    if result.transcript:
+        console.print(f"commands run: {result.transcript}")
+    console.print(next_steps(the_spec, out))
+    return ExitStatus.OK
+
+
+@cli.command(name="plan")
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Print only what `issue --out DIR` would still run there (default: the whole run).",
+)
+@profile_option
+def plan_command(config: Path | None, out: Path | None, profile: str | None) -> int:
+    """Print the whole run as a bash script: the docs' commands, configs as here-documents. Writes nothing."""
+    the_spec = spec.load(config, profile)
+    if out is None:
+        click.echo(script.script(plan.build(the_spec)), nl=False)
+    else:
+        text = script.script(runner.pending(the_spec, out), title=f"crdb-certs plan for {out}")
+        click.echo(text.replace("umask 077\n", f"umask 077\ncd {shlex.quote(str(out))}\n", 1), nl=False)
+    return ExitStatus.OK
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder to write the .cnf files into.",
+)
+@profile_option
+def render(config: Path | None, out: Path, profile: str | None) -> int:
+    """Write only the openssl .cnf files, for review."""
+    configs = plan.build(spec.load(config, profile)).configs()
+    for rel, text in configs.items():
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        click.echo(target)
+    return ExitStatus.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        status = cli.main(args=argv, prog_name="crdb-certs", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return ExitStatus.USAGE
+    except click.exceptions.Abort:
+        _err.print("aborted")
+        return ExitStatus.FAILED
+    except UserError as e:
+        _err.print(f"error: {e}", markup=False)
+        return e.status
+    return int(status or 0)

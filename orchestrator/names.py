@@ -1,0 +1,47 @@
+"""Every file name and file mode crdb-certs uses, in one place.
+
+CockroachDB finds its certificates by name (pkg/security/certificate_loader.go) and refuses keys that other
+users could read, so a wrong name or mode is a broken cluster. Everyone else asks this module.
+"""
+
+from __future__ import annotations
+
+CERTS_DIR = "certs"  # the docs' certs directory
+SAFE_DIR = "my-safe-directory"  # CA keys, and nothing else
+NODES_DIR = "nodes"  # one complete certs directory per node
+REQUESTS_DIR = "requests"  # rendered request configs and CSRs
+STATE_DIR = ".crdb-certs"  # lock file and staging area
+
+CA_CERT = "ca.crt"
+CLIENT_CA_CERT = "ca-client.crt"
+UI_CA_CERT = "ca-ui.crt"
+NODE_CERT = "node.crt"
+NODE_KEY = "node.key"
+UI_CERT = "ui.crt"
+UI_KEY = "ui.key"
+
+KEY_MODE = 0o400  # the docs' `chmod 400`
+CERT_MODE = 0o644  # what `cockroach cert` writes
+DIR_MODE = 0o700  # what `cockroach cert` creates a certs directory with
+
+
+def client_cert(user: str) -> str:
+    return f"client.{user}.crt"
+
+
+def client_key(user: str) -> str:
+    return f"client.{user}.key"
+
+
+def key_for(cert: str) -> str:
+    """The key file CockroachDB looks for beside a certificate (certnames.KeyForCert)."""
+    return cert.removesuffix(".crt") + ".key"
+
+
+def ca_key(ca: str) -> str:
+    """`ca` -> my-safe-directory/ca.key, `ca-client` -> my-safe-directory/ca-client.key."""
+    return f"{SAFE_DIR}/{ca}.key"
+
+
+def node_dir(name: str) -> str:
+    return f"{NODES_DIR}/{name}"

@@ -1,0 +1,44 @@
+"""Rendering of the openssl configs from templates/: the only place cnf text is produced.
+
+Every `{{ value }}` passes through `cnf_value` (Jinja's `finalize`), so no template can forget to escape:
+OpenSSL's config parser treats `#` as a comment, `$` as variable expansion, `\\` and quotes as escapes
+and a newline as a new statement (openssl-traps.md §4.1).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import jinja2
+
+from orchestrator.resources import resource
+
+_ESCAPED = str.maketrans({c: "\\" + c for c in "\\#$\"'"})
+
+
+def cnf_value(value: Any) -> str:
+    text = str(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        # Validation rejects these first; reaching here is a bug, not a user mistake.
+        raise ValueError(f"control character in a config value: {text!r}")
+    if text != text.strip():
+        raise ValueError(f"leading or trailing white space in a config value: {text!r}")
+    return text.translate(_ESCAPED)
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource("templates"))),
+        undefined=jinja2.StrictUndefined,
+        finalize=cnf_value,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - the output is an openssl config, escaped by cnf_value, not HTML
+    )
+
+
+def render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context)

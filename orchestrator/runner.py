@@ -1,0 +1,278 @@
+"""Executing a plan: in a private staging folder, keys generated in parallel, signing in order, every
+output read back, and the result moved into place only when all of it is made and verified.
+
+Guarantees (see tests/test_safety.py):
+- one run at a time per output folder (an exclusive lock, taken before the folder is even inspected);
+- keys are created under umask 077, so no key is readable by others at any moment;
+- an existing CA key is never replaced;
+- a killed run leaves the old files or the new ones, never a half-written certs directory;
+- files whose content did not change are not touched (same bytes, same mtime).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from orchestrator import names, plan, script, state
+from orchestrator.certcheck import load_cert, load_key, problems
+from orchestrator.errors import RunError, UserError
+from orchestrator.openssl import OpenSSL
+from orchestrator.plan import Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Verify, Write
+from orchestrator.spec import Spec
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    plan: Plan  # what was run: only the tasks that were needed
+    changed: tuple[str, ...]  # files written or replaced, relative to the output folder
+    transcript: Path | None
+
+
+def issue(spec: Spec, out: Path, openssl: OpenSSL, jobs: int = 0, progress: Progress | None = None) -> Result:
+    """Make or complete the PKI for `spec` in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / names.STATE_DIR
+    work.mkdir(mode=names.DIR_MODE, exist_ok=True)
+    with _locked(work / "lock"), _umask(0o077):
+        todo = plan.build(spec, state.inspect(out, plan.build(spec)))
+        _remove_leftovers(work)
+        stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
+        try:
+            _stage_inputs(todo, out, stage)
+            _run(todo, stage, openssl, jobs or os.cpu_count() or 1, progress or (lambda _: None))
+            changed = _commit(todo, out, stage, work)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        transcript = _write_transcript(todo, out) if changed else None
+    return Result(todo, tuple(changed), transcript)
+
+
+def pending(spec: Spec, out: Path) -> Plan:
+    """What `issue` would run now (for --check); reads only."""
+    return plan.build(spec, state.inspect(out, plan.build(spec)))
+
+
+# ---------------------------------------------------------------------------------------- staging
+
+
+def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
+    """Bring into the staging folder what the plan reads but does not make: read-only inputs as
+    symlinks (the CA key is never copied), files the plan will change as private copies."""
+    written = {w for s in todo.steps for w in _writes(s)}
+    made: set[str] = set()
+    for step in todo.steps:
+        for path in _reads(step):
+            if path in made:
+                continue
+            made.add(path)
+            source, target = out / path, stage / path
+            if not source.is_file():
+                raise UserError(f"{source}: missing, and this run needs it ({script.shell(step)})")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path in written:
+                shutil.copy2(source, target)
+            else:
+                target.symlink_to(source.resolve())
+        made.update(_writes(step))
+
+
+def _reads(step: Step) -> tuple[str, ...]:
+    match step:
+        case Run(reads=reads):
+            return reads
+        case Copy(src=src):
+            return (src,)
+        case Verify(expect=e):
+            return tuple(p for p in (e.cert, e.key, e.issuer) if p)
+    return ()
+
+
+def _writes(step: Step) -> tuple[str, ...]:
+    match step:
+        case Run(writes=writes):
+            return writes
+        case Write(path=path) | Copy(dst=path):
+            return (path,)
+    return ()
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+def _run(todo: Plan, stage: Path, openssl: OpenSSL, jobs: int, progress: Progress) -> None:
+    steps = list(todo.steps)
+    for step in steps:
+        if isinstance(step, MakeDirs):
+            _do(step, stage, openssl)
+    # Key generation (~90% of the time) depends on nothing but the folders: start it all now, jobs at a
+    # time; every other step runs in the plan's order and waits only for the key it reads.
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        keys: dict[int, Future[None]] = {
+            i: pool.submit(_do, s, stage, openssl)
+            for i, s in enumerate(steps)
+            if isinstance(s, Run) and s.keygen
+        }
+        try:
+            for i, step in enumerate(steps):
+                if i in keys:
+                    keys[i].result()
+                elif not isinstance(step, MakeDirs):
+                    _do(step, stage, openssl)
+                if isinstance(step, Verify):
+                    progress(step.expect.cert)
+        except BaseException:
+            for future in keys.values():
+                future.cancel()
+            raise
+
+
+def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
+    match step:
+        case Run(argv=argv, writes=writes):
+            openssl.run(argv, stage)
+            for path in writes:
+                _check_output(stage / path, argv)
+        case MakeDirs(paths=paths):
+            for p in paths:
+                (stage / p).mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+        case Write(path=path, text=text):
+            (stage / path).write_text(text, encoding="utf-8")
+        case Chmod(mode=mode, path=path):
+            (stage / path).chmod(mode)
+        case Remove(patterns=patterns):
+            for pattern in patterns:
+                for match in stage.glob(pattern):
+                    match.unlink()
+        case Copy(src=src, dst=dst):
+            (stage / dst).unlink(missing_ok=True)
+            shutil.copy2(stage / src, stage / dst)
+        case Verify(expect=expect):
+            wrong = problems(expect, stage)
+            if wrong:
+                raise RunError("openssl made a certificate other than the one asked for: " + "; ".join(wrong))
+
+
+def _check_output(path: Path, argv: tuple[str, ...]) -> None:
+    """openssl can exit 0 without writing anything (`openssl ca` declining to sign): read back each output."""
+    try:
+        if path.suffix == ".key":
+            load_key(path)
+        elif path.suffix == ".crt":
+            load_cert(path)
+        elif path.suffix == ".csr":
+            x509.load_pem_x509_csr(path.read_bytes())
+        elif not path.is_file():
+            raise FileNotFoundError(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise RunError(
+            f"`{' '.join(argv)}` exited 0 but {path.name} is missing or unreadable ({e})"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------- commit
+
+
+def _commit(todo: Plan, out: Path, stage: Path, work: Path) -> list[str]:
+    """Move what changed into place: CA keys first, then the CA databases and configs, then each certs
+    directory as a whole (a directory rename), so a certs directory is never seen half-written."""
+    staged = sorted(
+        p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+    changed = [p for p in staged if not _same(stage / p, out / p)]
+    for path in changed:
+        if path.startswith(names.SAFE_DIR + "/") and (out / path).exists():
+            raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
+    bundle_of = {p: d for p in changed for d in todo.bundles if p.startswith(d + "/")}
+    loose = [p for p in changed if p not in bundle_of]
+    for path in sorted(loose, key=lambda p: not p.startswith(names.SAFE_DIR + "/")):
+        (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+        os.replace(stage / path, out / path)
+    for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
+        _swap_in(folder, [p for p, d in bundle_of.items() if d == folder], out, stage, work)
+    return changed
+
+
+def _swap_in(folder: str, files: list[str], out: Path, stage: Path, work: Path) -> None:
+    fresh = work / ("new-" + folder.replace("/", "_"))
+    old = work / ("old-" + folder.replace("/", "_"))
+    if (out / folder).is_dir():
+        shutil.copytree(out / folder, fresh, symlinks=True)  # keeps whatever else the user put there
+    fresh.mkdir(mode=names.DIR_MODE, exist_ok=True)
+    fresh.chmod(names.DIR_MODE)
+    for path in files:
+        target = fresh / Path(path).name
+        target.unlink(missing_ok=True)
+        os.replace(stage / path, target)
+        if target.suffix == ".crt":
+            target.chmod(names.CERT_MODE)
+    (out / folder).parent.mkdir(parents=True, exist_ok=True)
+    if (out / folder).exists():
+        os.rename(out / folder, old)
+    os.rename(fresh, out / folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return b.is_file() and a.read_bytes() == b.read_bytes()
+
+
+def _remove_leftovers(work: Path) -> None:
+    """A killed run leaves its staging folder (and maybe a folder mid-swap); the lock says none is live."""
+    for entry in work.iterdir():
+        if entry.name.startswith(("stage-", "new-")):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith("old-"):
+            target_name = entry.name.removeprefix("old-").replace("_", "/", 1)
+            target = work.parent / target_name
+            if not target.exists():  # killed between the two renames: put the old folder back
+                os.rename(entry, target)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _write_transcript(todo: Plan, out: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = out / f"transcript-{stamp}.sh"
+    tasks = [t for t in todo.tasks if t.steps and not all(_is_config(s) for s in t.steps)]
+    path.write_text(script.script(todo, tasks, title=f"crdb-certs issue, {stamp}: the commands this run ran"))
+    return path
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _is_config(step: Step) -> bool:
+    return isinstance(step, Write) and step.path.endswith(".cnf")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"crdb-certs: waiting for another run on {path.parent.parent} to finish …", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

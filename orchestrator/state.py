@@ -1,0 +1,33 @@
+"""What already exists in an output folder, judged against the plan's expectations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.certcheck import problems
+from orchestrator.plan import Copy, Plan, Run, State, Verify, Write
+
+
+def inspect(out: Path, full: Plan) -> State:
+    """`full` is the plan for an empty folder; the result says which of its tasks are already done."""
+    present = frozenset(p for p in paths(full) if (out / p).is_file())
+    fresh = frozenset(
+        task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out)
+    )
+    return State(fresh=fresh, present=present)
+
+
+def paths(plan: Plan) -> set[str]:
+    """Every file a plan reads or writes (only those are looked at: --out may be a busy folder)."""
+    found: set[str] = set()
+    for step in plan.steps:
+        match step:
+            case Run(reads=reads, writes=writes):
+                found.update(reads, writes)
+            case Write(path=path):
+                found.add(path)
+            case Copy(src=src, dst=dst):
+                found.update((src, dst))
+            case Verify(expect=e):
+                found.update(p for p in (e.cert, e.key, e.issuer) if p)
+    return found

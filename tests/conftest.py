@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+CLUSTER_SPEC = """\
+profile = "secure"
+layout = "standard"
+
+[[nodes]]
+name = "node1"
+hosts = ["node1.example.com", "localhost", "127.0.0.1"]
+
+[[nodes]]
+name = "node2"
+hosts = ["node2.example.com", "10.0.0.2", "::1"]
+
+[[nodes]]
+name = "node3"
+hosts = ["node3.example.com", "*.nodes.example.com", "10.0.0.3"]
+
+[[clients]]
+user = "root"
+
+[[clients]]
+user = "maxroach"
+"""
+
+
+def crdb(*args: str | Path) -> int:
+    """Run the command line in-process, as a user would type it."""
+    return main([str(a) for a in args])
+
+
+def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `make certs` makes: the embedded default spec, issued once for the whole session."""
+    out = tmp_path_factory.mktemp("default")
+    assert crdb("issue", "--config", REPO / "certs.toml", "--out", out, "--quiet") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def cluster_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three nodes, two users."""
+    out = tmp_path_factory.mktemp("cluster")
+    spec = write_spec(tmp_path_factory.mktemp("cluster-spec"), CLUSTER_SPEC)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    return out

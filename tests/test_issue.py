@@ -1,0 +1,202 @@
+"""`crdb-certs issue`: what it makes, checked by an independent reading (tests/pkicheck.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import pkicheck
+from tests.conftest import REPO, crdb, write_spec
+from tests.pkicheck import CLIENT, SERVER
+
+CLUSTER = {
+    "node1": ["node1.example.com", "localhost", "127.0.0.1"],
+    "node2": ["node2.example.com", "10.0.0.2", "::1"],
+    "node3": ["node3.example.com", "*.nodes.example.com", "10.0.0.3"],
+}
+
+
+def files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_default_spec_makes_the_docs_certs_directory(default_pki: Path) -> None:
+    certs = default_pki / "certs"
+    assert files(certs) == {"ca.crt", "node.crt", "node.key", "client.root.crt", "client.root.key"}
+    assert files(default_pki / "my-safe-directory") == {"ca.key"}
+    assert files(default_pki / "nodes") == {"node1"}
+    assert files(default_pki / "nodes" / "node1") == {"ca.crt", "node.crt", "node.key"}
+    ca = pkicheck.assert_ca(certs / "ca.crt")
+    assert ca.cn == ["Cockroach CA"]
+    pkicheck.assert_key_pair(certs / "ca.crt", default_pki / "my-safe-directory" / "ca.key")
+    for folder in (certs, default_pki / "nodes" / "node1"):
+        pkicheck.assert_node(
+            folder / "node.crt",
+            ["localhost", "127.0.0.1"],
+            certs / "ca.crt",
+            ["node"],
+            {SERVER, CLIENT},
+            secure=True,
+        )
+    pkicheck.assert_client(certs / "client.root.crt", "root", certs / "ca.crt", secure=True)
+
+
+def test_keys_are_owner_only_and_certificates_readable(default_pki: Path) -> None:
+    for key in default_pki.rglob("*.key"):
+        assert pkicheck.mode(key) == 0o400, key
+    for cert in (default_pki / "certs").glob("*.crt"):
+        assert pkicheck.mode(cert) == 0o644, cert
+    assert pkicheck.mode(default_pki / "my-safe-directory") == 0o700
+
+
+def test_three_nodes_each_get_their_own_bundle_and_sans(cluster_pki: Path) -> None:
+    ca = cluster_pki / "certs" / "ca.crt"
+    assert files(cluster_pki / "certs") == {
+        "ca.crt",
+        "client.root.crt",
+        "client.root.key",
+        "client.maxroach.crt",
+        "client.maxroach.key",
+    }
+    serials = set()
+    for name, hosts in CLUSTER.items():
+        bundle = cluster_pki / "nodes" / name
+        assert files(bundle) == {"ca.crt", "node.crt", "node.key"}
+        assert (bundle / "ca.crt").read_bytes() == ca.read_bytes()
+        node = pkicheck.assert_node(bundle / "node.crt", hosts, ca, ["node"], {SERVER, CLIENT}, secure=True)
+        serials.add(node.cert.serial_number)
+    for user in ("root", "maxroach"):
+        client = pkicheck.assert_client(cluster_pki / "certs" / f"client.{user}.crt", user, ca, secure=True)
+        serials.add(client.cert.serial_number)
+    assert len(serials) == 5, "every certificate has its own serial"
+
+
+def test_no_ca_key_pem_copy_or_request_in_any_certs_directory(cluster_pki: Path, default_pki: Path) -> None:
+    for out in (cluster_pki, default_pki):
+        for folder in [out / "certs", *(out / "nodes").iterdir()]:
+            for path in folder.iterdir():
+                assert path.suffix in {".crt", ".key"}, path
+                assert "BEGIN" in path.read_text()
+                if path.suffix == ".key":
+                    assert path.name != "ca.key"
+                    ca_key = (out / "my-safe-directory" / "ca.key").read_bytes()
+                    assert path.read_bytes() != ca_key
+
+
+def test_second_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert crdb("issue", "--out", out, "--quiet") == 0
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert crdb("issue", "--out", out) == 0
+    assert "nothing changed" in capsys.readouterr().out
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_new_node_and_user_cost_one_certificate_each(tmp_path: Path) -> None:
+    one = '[[nodes]]\nname = "a"\nhosts = ["a.example.com"]\n[[clients]]\nuser = "root"\n'
+    spec = write_spec(tmp_path, one)
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    kept = {
+        p: p.read_bytes()
+        for p in [out / "certs/ca.crt", out / "nodes/a/node.crt", out / "certs/client.root.crt"]
+    }
+    write_spec(
+        tmp_path, one + '[[nodes]]\nname = "b"\nhosts = ["b.example.com"]\n[[clients]]\nuser = "bob"\n'
+    )
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert {p: p.read_bytes() for p in kept} == kept, "existing certificates were re-issued"
+    ca = out / "certs" / "ca.crt"
+    pkicheck.assert_node(
+        out / "nodes/b/node.crt", ["b.example.com"], ca, ["node"], {SERVER, CLIENT}, secure=True
+    )
+    pkicheck.assert_client(out / "certs/client.bob.crt", "bob", ca, secure=True)
+    # With two nodes, certs/ is no longer one node's directory: it keeps the files it had.
+    assert (out / "certs" / "node.crt").exists()
+
+
+def test_changed_hosts_reissue_only_that_node(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, '[[nodes]]\nname = "a"\nhosts = ["a.example.com"]\n')
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    ca_before = (out / "certs/ca.crt").read_bytes()
+    write_spec(tmp_path, '[[nodes]]\nname = "a"\nhosts = ["a.example.com", "10.1.2.3"]\n')
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert (out / "certs/ca.crt").read_bytes() == ca_before
+    for folder in (out / "nodes/a", out / "certs"):
+        pkicheck.assert_node(
+            folder / "node.crt",
+            ["a.example.com", "10.1.2.3"],
+            out / "certs/ca.crt",
+            ["node"],
+            {SERVER, CLIENT},
+            secure=True,
+        )
+
+
+def test_check_reports_then_issue_then_check_is_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert crdb("issue", "--check", "--out", out) == 1
+    assert "would make: node node1" in capsys.readouterr().out
+    assert not (out / "certs").exists(), "--check wrote files"
+    assert crdb("issue", "--out", out, "--quiet") == 0
+    assert crdb("issue", "--check", "--out", out) == 0
+
+
+def test_transcript_is_a_runnable_record_of_the_run(default_pki: Path, tmp_path: Path) -> None:
+    [transcript] = list(default_pki.glob("transcript-*.sh"))
+    text = transcript.read_text()
+    assert "openssl genrsa -out my-safe-directory/ca.key 2048" in text
+    assert "BEGIN" not in text, "no key material in a transcript"
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    subprocess.run(["bash", str(transcript)], cwd=replay, check=True, capture_output=True)
+    pkicheck.assert_client(replay / "certs/client.root.crt", "root", replay / "certs/ca.crt", secure=True)
+
+
+def test_make_certs_prints_the_next_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert crdb("issue", "--config", REPO / "certs.toml", "--out", tmp_path) == 0
+    out = capsys.readouterr().out
+    assert f"cockroach start-single-node --certs-dir={tmp_path}/certs" in out
+    assert "sslmode=verify-full" in out and "client.root.crt" in out
+
+
+def test_docs_profile_reproduces_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(
+        tmp_path,
+        '[[nodes]]\nname = "n"\nhosts = ["localhost", "node.example.io", "127.0.0.1"]\n'
+        '[[clients]]\nuser = "maxroach"\n[[clients]]\nuser = "roach"\n',
+    )
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs") == 0
+    assert "--cert-principal-map=node.example.io:node,maxroach:root" in capsys.readouterr().out
+    ca = out / "certs" / "ca.crt"
+    node = pkicheck.assert_node(
+        out / "certs/node.crt",
+        ["localhost", "node.example.io", "127.0.0.1"],
+        ca,
+        [],
+        {SERVER, CLIENT},
+        secure=False,
+    )
+    assert node.cert.serial_number == 1, "the docs' serial.txt starts at 01"
+    pkicheck.assert_client(out / "certs/client.maxroach.crt", "maxroach", ca, secure=False, dns={"root"})
+    pkicheck.assert_client(out / "certs/client.roach.crt", "roach", ca, secure=False)
+    assert not list((out / "certs").glob("*.pem"))
+
+
+def test_runs_with_a_hostile_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        assert crdb("issue", "--out", tmp_path, "--quiet") == 0
+    finally:
+        os.umask(old)
+    for key in tmp_path.rglob("*.key"):
+        assert pkicheck.mode(key) & 0o077 == 0

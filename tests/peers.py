@@ -1,0 +1,187 @@
+"""Independent peers that use the certificates the way CockroachDB's parties do: Python `ssl` mutual TLS
+(a node serving, a client or another node dialing) and a real PostgreSQL server doing certificate
+authentication for libpq clients with sslmode=verify-full."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+
+@dataclass(frozen=True)
+class Party:
+    cert: Path | None  # None: present no certificate
+    key: Path | None
+    trusts: Path  # the CA file this party verifies its peer against
+
+
+def handshake(server: Party, client: Party, hostname: str = "localhost") -> str:
+    """Mutual TLS on 127.0.0.1; returns the CN of the client certificate the server accepted.
+
+    Raises ssl.SSLError (or ConnectionError) on either side's refusal.
+    """
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # CockroachDB's minimum
+    assert server.cert and server.key
+    server_ctx.load_cert_chain(server.cert, server.key)
+    server_ctx.load_verify_locations(server.trusts)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+    client_ctx.load_verify_locations(client.trusts)
+    if client.cert and client.key:
+        client_ctx.load_cert_chain(client.cert, client.key)
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    outcome: dict[str, object] = {}
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                der = tls.getpeercert(binary_form=True)
+                assert der is not None
+                peer = x509.load_der_x509_certificate(der)
+                names = peer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                outcome["cn"] = str(names[0].value) if names else ""
+                tls.sendall(b"ok")
+        except (ssl.SSLError, OSError) as e:
+            outcome["error"] = e
+        finally:
+            listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname=hostname) as tls,
+        ):
+            # TLS 1.3 sends the server's verdict on the client certificate after the handshake: read it.
+            if tls.recv(2) != b"ok":
+                raise ConnectionError(f"server refused the client: {outcome.get('error')}")
+    finally:
+        thread.join(10)
+    if "error" in outcome:
+        raise ConnectionError(f"server refused the client: {outcome['error']}")
+    return str(outcome["cn"])
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+PG_USER = "crdbcerts-pg"  # PostgreSQL refuses to run as root: the tests create this unprivileged user
+
+
+def postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).parent
+    raise RuntimeError("no PostgreSQL server found (Debian: apt-get install postgresql; .ci/run does this)")
+
+
+def _run_as() -> dict[str, object]:
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+            check=True,
+            capture_output=True,
+        )
+    return {"user": PG_USER}
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster with ssl=on and `hostssl … cert` authentication."""
+
+    def __init__(self, server_cert: Path, server_key: Path, client_ca: Path, roles: list[str]) -> None:
+        self.bin = postgres_bin()
+        self.run_as = _run_as()
+        self.dir = Path(tempfile.mkdtemp(prefix="crdb-certs-pg-", dir="/tmp"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        if self.run_as:
+            shutil.chown(self.dir, user=PG_USER)
+        self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust", "--auth-host=reject")
+        for source, name in ((server_cert, "server.crt"), (server_key, "server.key"), (client_ca, "ca.crt")):
+            target = self.data / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self.run_as:
+                shutil.chown(target, user=PG_USER)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                "ssl_ca_file = 'ca.crt'\nlisten_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\nunix_socket_directories = '{self.dir}'\n"
+            )
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhostssl all all ::1/128 cert\n"
+        )
+        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start")
+        for role in roles:
+            self._pg(
+                "psql",
+                "-h",
+                str(self.dir),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                f'CREATE ROLE "{role}" LOGIN',
+            )
+
+    def _pg(self, tool: str, *args: str) -> None:
+        subprocess.run([str(self.bin / tool), *args], check=True, capture_output=True, **self.run_as)  # type: ignore[call-overload]
+
+    def current_user(self, user: str, cert: Path, key: Path, root_ca: Path, host: str = "localhost") -> str:
+        """Connect as a CockroachDB client does (libpq, sslmode=verify-full); return `current_user`.
+
+        `host` is the name verified against the server certificate; the connection goes to 127.0.0.1.
+        """
+        conninfo = (
+            f"host={host} hostaddr=127.0.0.1 port={self.port} dbname=postgres user={user} "
+            f"sslmode=verify-full sslrootcert={root_ca} sslcert={cert} sslkey={key}"
+        )
+        done = subprocess.run(
+            [str(self.bin / "psql"), conninfo, "-Atc", "select current_user"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        )
+        if done.returncode != 0:
+            raise ConnectionError(done.stderr.strip())
+        return done.stdout.strip()
+
+    def stop(self) -> None:
+        subprocess.run(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            **self.run_as,
+        )  # type: ignore[call-overload]
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])

@@ -1,0 +1,117 @@
+"""`crdb-certs plan`: the same plan as `issue`, printed as the docs' commands; `bash` on it in an empty
+folder makes an equivalent PKI."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import pkicheck
+from tests.conftest import CLUSTER_SPEC, FIXTURES, crdb, write_spec
+from tests.pkicheck import CLIENT, SERVER
+
+DOCS_SPEC = """\
+[[nodes]]
+name = "node1"
+hosts = ["localhost", "node.example.io", "127.0.0.1"]
+[[clients]]
+user = "maxroach"
+[[clients]]
+user = "roach"
+"""
+
+
+def plan_text(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
+    capsys.readouterr()
+    assert crdb("plan", *args) == 0
+    return capsys.readouterr().out
+
+
+def shape(command: str) -> tuple[str, ...]:
+    """A command reduced to what the docs fix: the program, subcommand and flags (with the values of
+    -policy, -extensions and -days), not the file names."""
+    words = shlex.split(command.split("|")[0])
+    kept: list[str] = []
+    for i, word in enumerate(words):
+        if (i < 2 and words[0] == "openssl") or word.startswith("-"):
+            kept.append(word)
+            if word in {"-policy", "-extensions", "-days"}:
+                kept.append(words[i + 1])
+    return tuple(kept) if words[0] == "openssl" else (words[0],)
+
+
+def commands(script: str) -> list[tuple[str, ...]]:
+    """The commands of a script that make something (not the read-back checks, not the here-documents)."""
+    found, in_heredoc = [], None
+    for line in script.splitlines():
+        if in_heredoc:
+            in_heredoc = None if line == in_heredoc else in_heredoc
+            continue
+        if line.startswith("cat > "):
+            in_heredoc = line.split("<<'")[1].rstrip("'")
+            continue
+        if not line or line.startswith("#") or line.startswith(("set ", "umask", "cp ", "cockroach")):
+            continue
+        if line.startswith("openssl x509") or line == "rm -f certs/*.pem":
+            continue
+        found.append(shape(line))
+    return found
+
+
+@pytest.mark.parametrize(("profile", "era"), [("docs", "v26.3"), ("docs-v19", "v19.2")])
+def test_plan_is_the_docs_command_sequence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str, era: str
+) -> None:
+    # The v26.3 page has a first user and another; the v19.2 page one recipe for every user.
+    text = DOCS_SPEC if profile == "docs" else DOCS_SPEC.removesuffix('[[clients]]\nuser = "roach"\n')
+    spec = write_spec(tmp_path, text)
+    ours = commands(plan_text(capsys, "--config", spec, "--profile", profile))
+    docs = commands((FIXTURES / "docs" / era / "commands.sh").read_text())
+    if profile == "docs-v19":  # the v19.2 page makes its two folders with two mkdir commands
+        docs = docs[1:]
+    assert ours == docs
+
+
+def test_plan_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan_text(capsys, "--config", write_spec(tmp_path / "spec", CLUSTER_SPEC))
+    assert [p.name for p in tmp_path.iterdir()] == ["spec"]
+
+
+@pytest.mark.parametrize("profile", ["secure", "docs", "docs-v19"])
+def test_plan_piped_to_bash_makes_a_working_pki(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str
+) -> None:
+    text = plan_text(capsys, "--config", write_spec(tmp_path / "spec", CLUSTER_SPEC), "--profile", profile)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["bash"], input=text, text=True, cwd=out, check=True, capture_output=True)
+    ca = out / "certs" / "ca.crt"
+    pkicheck.assert_ca(ca)
+    secure = profile == "secure"
+    cn = [] if profile == "docs" else ["node"]
+    hosts = {
+        "node1": ["node1.example.com", "localhost", "127.0.0.1"],
+        "node2": ["node2.example.com", "10.0.0.2", "::1"],
+        "node3": ["node3.example.com", "*.nodes.example.com", "10.0.0.3"],
+    }
+    for name, names in hosts.items():
+        bundle = out / "nodes" / name
+        assert sorted(p.name for p in bundle.iterdir()) == ["ca.crt", "node.crt", "node.key"]
+        pkicheck.assert_node(bundle / "node.crt", names, bundle / "ca.crt", cn, {SERVER, CLIENT}, secure)
+    pkicheck.assert_client(
+        out / "certs/client.root.crt", "root", ca, secure, dns={"root"} if profile == "docs" else None
+    )
+    pkicheck.assert_client(out / "certs/client.maxroach.crt", "maxroach", ca, secure)
+    assert not list((out / "certs").glob("*.pem"))
+    assert not (out / "certs" / "ca.key").exists()
+
+
+def test_plan_for_an_existing_folder_lists_only_what_is_missing(
+    default_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = plan_text(capsys, "--out", default_pki)
+    assert commands(text) == [("cd",), ("mkdir",)], "an up-to-date folder needs no key, request or signature"
+    assert f"cd {default_pki}" in text

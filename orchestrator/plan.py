@@ -15,7 +15,7 @@ from orchestrator import names
 from orchestrator.certcheck import Expect
 from orchestrator.profiles import PROFILES, Profile
 from orchestrator.render import render
-from orchestrator.spec import Spec
+from orchestrator.spec import UI, ExternalCA, Spec
 
 # ---------------------------------------------------------------------------------------------- steps
 
@@ -56,8 +56,11 @@ class Remove:
 
 @dataclass(frozen=True)
 class Copy:
-    src: str
+    """`cp -p`; with a mode (keys), the copy is made private first and then given that mode."""
+
+    src: str  # relative to the output folder, or absolute for a file given in the spec (an import)
     dst: str
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,9 @@ class State:
 
 @dataclass(frozen=True)
 class CA:
-    name: str  # ca | ca-client
+    name: str  # ca | ca-client | ca-ui: the certificate is certs/<name>.crt
     common_name: str
+    external: ExternalCA | None = None  # the user's own CA: its key stays where it is
 
     @property
     def task_id(self) -> str:
@@ -127,7 +131,7 @@ class CA:
 
     @property
     def key(self) -> str:
-        return names.ca_key(self.name)
+        return str(self.external.key) if self.external else names.ca_key(self.name)
 
     @property
     def cert(self) -> str:
@@ -142,64 +146,84 @@ class CA:
         return "serial.txt" if self.name == "ca" else f"{self.name}.serial.txt"
 
 
-NODE_CA = CA("ca", "Cockroach CA")
-CLIENT_CA = CA("ca-client", "Cockroach Client CA")
+@dataclass(frozen=True)
+class Signers:
+    """Which CA signs what, by layout and [ui]."""
+
+    node: CA
+    client: CA  # every client certificate, client.node.crt included
+    ui: CA | None  # None: no UI certificate, or an imported one
+
+    @property
+    def all(self) -> list[CA]:
+        return list(dict.fromkeys(ca for ca in (self.node, self.client, self.ui) if ca))
+
+
+def signers(spec: Spec) -> Signers:
+    node = CA("ca", "Cockroach CA", spec.ca)
+    client = CA("ca-client", "Cockroach Client CA") if spec.layout == "split-ca" else node
+    ui = None
+    if spec.ui and spec.ui.issuer != "import":
+        ui = CA("ca-ui", "Cockroach UI CA") if spec.ui.issuer == "ui-ca" else node
+    return Signers(node, client, ui)
 
 
 def build(spec: Spec, state: State | None = None) -> Plan:
     """The plan for `spec`; with `state`, only what is missing or wrong (and whatever depends on it)."""
     state = state or State()
     profile = PROFILES[spec.profile]
-    client_ca = CLIENT_CA if spec.layout == "split-ca" else NODE_CA
-    cas = [NODE_CA] + ([CLIENT_CA] if client_ca is not NODE_CA else [])
-    cert_days = spec.cert_days or profile.cert_days
-    ca_days = spec.ca_days or profile.ca_days
+    cas = signers(spec)
+    days = Lifetimes(spec.ca_days or profile.ca_days, spec.cert_days or profile.cert_days)
 
     tasks: list[Task] = [Task("dirs", "directories", (MakeDirs(_dirs(spec)),))]
-    for ca in cas:
-        tasks.append(_ca_task(ca, profile, ca_days, cert_days, spec.key_bits, state))
+    for ca in cas.all:
+        tasks.append(_ca_task(ca, profile, days, spec.key_bits, state))
         tasks.append(_database_task(ca, profile))
     for node in spec.nodes:
-        tasks.append(_node_task(node.name, node.hosts, spec, profile, cert_days))
+        tasks.append(_node_task(node.name, node.hosts, spec, profile, cas.node, days.cert))
     for i, client in enumerate(spec.clients):
-        key = f"{names.CERTS_DIR}/{names.client_key(client.user)}"
         cert = f"{names.CERTS_DIR}/{names.client_cert(client.user)}"
-        first = i == 0
+        request = Request(f"client.{client.user}", client.user, cert, first_user=i == 0, pkcs8=client.pkcs8)
         tasks.append(
-            _client_task(
-                f"client:{client.user}",
-                client.user,
-                key,
-                cert,
-                client_ca,
-                profile,
-                cert_days,
-                spec.key_bits,
-                first_user=first,
-            )
+            _client_task(f"client:{client.user}", request, cas.client, profile, days.cert, spec.key_bits)
         )
     if spec.layout != "standard":
         for node in spec.nodes:
-            where = names.node_dir(node.name)
+            cert = f"{names.node_dir(node.name)}/client.node.crt"
+            request = Request(f"client-node.{node.name}", "node", cert)
             tasks.append(
                 _client_task(
-                    f"client-node:{node.name}",
-                    "node",
-                    f"{where}/client.node.key",
-                    f"{where}/client.node.crt",
-                    client_ca,
-                    profile,
-                    cert_days,
-                    spec.key_bits,
-                    first_user=False,
-                    request_name=f"client-node.{node.name}",
+                    f"client-node:{node.name}", request, cas.client, profile, days.cert, spec.key_bits
                 )
             )
+    if spec.ui:
+        tasks.append(_ui_task(spec.ui, cas.ui, profile, days.cert, spec.key_bits))
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
-    bundles = _bundles(spec, [ca.name for ca in cas])
+    bundles = _bundles(spec, cas)
     tasks.append(_bundle_task(bundles))
     return Plan(spec, tuple(_keep_needed(tasks, state)), bundles)
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    ca: int
+    cert: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """A client certificate to make: its file stem in requests/, its user, where the certificate goes."""
+
+    name: str
+    user: str
+    cert: str
+    first_user: bool = False
+    pkcs8: bool = False
+
+    @property
+    def key(self) -> str:
+        return names.key_for(self.cert)
 
 
 def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
@@ -232,14 +256,30 @@ def _dirs(spec: Spec) -> tuple[str, ...]:
     )
 
 
-def _ca_task(ca: CA, profile: Profile, ca_days: int, cert_days: int, bits: int, state: State) -> Task:
+def _ca_task(ca: CA, profile: Profile, days: Lifetimes, bits: int, state: State) -> Task:
     cnf_text = render(
-        "ca.cnf.j2", profile=profile.name, ca=ca, cert_days=ca_days if profile.days_on_sign else cert_days
+        "ca.cnf.j2", profile=profile.name, ca=ca, cert_days=days.ca if profile.days_on_sign else days.cert
     )
-    steps: list[Step] = [Write(ca.cnf, cnf_text)]
-    if ca.key not in state.present:  # an existing CA key is never replaced
-        steps += _keygen(ca.key, bits)
-    steps.append(
+    if ca.external:
+        # The user's CA: its certificate is copied in, its key is only ever read where it lies.
+        expect = Expect(cert=ca.cert, key=ca.key, issuer=None, subject=ca.external.subject, is_ca=True)
+        steps: tuple[Step, ...] = (
+            Write(ca.cnf, cnf_text),
+            Copy(str(ca.external.cert), ca.cert),
+            Verify(expect),
+        )
+        return Task(ca.task_id, f"CA {ca.cert} (yours)", steps, expect)
+    new_key = ca.key not in state.present  # an existing CA key is never replaced
+    expect = Expect(
+        cert=ca.cert,
+        key=ca.key,
+        issuer=ca.cert,
+        subject=(("O", "Cockroach"), ("CN", ca.common_name)),
+        is_ca=True,
+    )
+    steps = (
+        Write(ca.cnf, cnf_text),
+        *(_keygen(ca.key, bits) if new_key else ()),
         Run(
             (
                 "openssl",
@@ -253,26 +293,19 @@ def _ca_task(ca: CA, profile: Profile, ca_days: int, cert_days: int, bits: int, 
                 "-out",
                 ca.cert,
                 "-days",
-                str(ca_days),
+                str(days.ca),
                 "-batch",
             ),
             reads=(ca.cnf, ca.key),
             writes=(ca.cert,),
-        )
+        ),
+        Verify(expect),
     )
-    expect = Expect(
-        cert=ca.cert,
-        key=ca.key,
-        issuer=None,
-        subject=(("O", "Cockroach"), ("CN", ca.common_name)),
-        is_ca=True,
-    )
-    steps.append(Verify(expect))
-    return Task(ca.task_id, f"CA {ca.cert}", tuple(steps), expect)
+    return Task(ca.task_id, f"CA {ca.cert}", steps, expect)
 
 
 def _database_task(ca: CA, profile: Profile) -> Task:
-    """The docs' reset of the CA database; also the ca.cnf text needs it before any `openssl ca`."""
+    """The docs' reset of the CA database, done when the CA is new or its database is missing."""
     steps: list[Step] = [Remove((ca.database, ca.serial)), Write(ca.database, "")]
     if not profile.random_serials:
         steps.append(Write(ca.serial, "01\n"))
@@ -282,14 +315,15 @@ def _database_task(ca: CA, profile: Profile) -> Task:
     )
 
 
-def _node_task(name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, cert_days: int) -> Task:
+def _node_task(
+    name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, ca: CA, cert_days: int
+) -> Task:
     where = names.node_dir(name)
     key, cert = f"{where}/{names.NODE_KEY}", f"{where}/{names.NODE_CERT}"
     cnf, csr = f"{names.REQUESTS_DIR}/node.{name}.cnf", f"{names.REQUESTS_DIR}/node.{name}.csr"
-    dns = tuple(h for h in hosts if not _is_ip(h))
-    ips = tuple(h for h in hosts if _is_ip(h))
     # In the split layouts node.crt only serves; client.node.crt is what a node presents when it dials.
     eku = ("serverAuth",) if spec.layout != "standard" and profile.extfile else ("serverAuth", "clientAuth")
+    dns, ips = _split_hosts(hosts)
     cnf_text = render(
         "node.cnf.j2",
         profile=profile.name,
@@ -298,54 +332,102 @@ def _node_task(name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, 
         section="node_certificate",
         eku=",".join(eku),
     )
-    sign = _sign(NODE_CA, profile, "signing_node_req", csr, cert, cnf, cert_days)
+    extfile = (cnf, "node_certificate") if profile.extfile else None
     subject = (("O", "Cockroach"),) + ((("CN", profile.node_cn),) if profile.node_cn else ())
-    expect = Expect(cert=cert, key=key, issuer=NODE_CA.cert, subject=subject, dns=dns, ips=ips, eku=eku)
+    expect = Expect(cert=cert, key=key, issuer=ca.cert, subject=subject, dns=dns, ips=ips, eku=eku)
     steps = (
         Write(cnf, cnf_text),
         *_keygen(key, spec.key_bits),
         _request(cnf, key, csr, ascii_only=True),
-        *sign,
+        *_sign(ca, profile, "signing_node_req", csr, cert, extfile, cert_days),
         Verify(expect),
     )
-    return Task(f"node:{name}", f"node {name}", steps, expect, signer=NODE_CA.task_id)
+    return Task(f"node:{name}", f"node {name}", steps, expect, signer=ca.task_id)
 
 
-def _client_task(
-    task_id: str,
-    user: str,
-    key: str,
-    cert: str,
-    ca: CA,
-    profile: Profile,
-    cert_days: int,
-    bits: int,
-    first_user: bool,
-    request_name: str | None = None,
-) -> Task:
-    request_name = request_name or f"client.{user}"
-    cnf, csr = f"{names.REQUESTS_DIR}/{request_name}.cnf", f"{names.REQUESTS_DIR}/{request_name}.csr"
-    root_san = first_user and profile.first_user_root_san
+def _client_task(task_id: str, request: Request, ca: CA, profile: Profile, cert_days: int, bits: int) -> Task:
+    cnf, csr = f"{names.REQUESTS_DIR}/{request.name}.cnf", f"{names.REQUESTS_DIR}/{request.name}.csr"
+    root_san = request.first_user and profile.first_user_root_san
     cnf_text = render(
-        "client.cnf.j2", profile=profile.name, common_name=user, root_san=root_san, first_user=first_user
+        "client.cnf.j2",
+        profile=profile.name,
+        common_name=request.user,
+        root_san=root_san,
+        first_user=request.first_user,
     )
-    sign = _sign(ca, profile, "signing_client_req", csr, cert, None, cert_days)
+    expect = Expect(
+        cert=request.cert,
+        key=request.key,
+        issuer=ca.cert,
+        subject=(("O", "Cockroach"), ("CN", request.user)),
+        dns=("root",) if root_san else (),
+        eku=("clientAuth",),
+    )
+    steps: tuple[Step, ...] = (
+        Write(cnf, cnf_text),
+        *_keygen(request.key, bits),
+        _request(cnf, request.key, csr, ascii_only=request.user.isascii()),
+        *_sign(ca, profile, "signing_client_req", csr, request.cert, None, cert_days),
+        Verify(expect),
+    )
+    if request.pkcs8:
+        # What `cockroach cert create-client --also-generate-pkcs8-key` writes, for Java/JDBC clients.
+        pk8 = request.key + ".pk8"
+        steps += (
+            Run(
+                (
+                    "openssl",
+                    "pkcs8",
+                    "-topk8",
+                    "-inform",
+                    "PEM",
+                    "-outform",
+                    "DER",
+                    "-in",
+                    request.key,
+                    "-out",
+                    pk8,
+                    "-nocrypt",
+                ),
+                reads=(request.key,),
+                writes=(pk8,),
+            ),
+            Chmod(names.KEY_MODE, pk8),
+        )
+    title = f"client {request.user}" if request.user != "node" else request.cert
+    return Task(task_id, title, steps, expect, signer=ca.task_id)
+
+
+def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, bits: int) -> Task:
+    cert, key = f"{names.CERTS_DIR}/{names.UI_CERT}", f"{names.CERTS_DIR}/{names.UI_KEY}"
+    if ca is None:
+        assert ui.cert and ui.key  # an import, checked when the spec was loaded (imports.py)
+        steps: tuple[Step, ...] = (Copy(str(ui.cert), cert), Copy(str(ui.key), key, mode=names.KEY_MODE))
+        return Task("ui", "DB Console certificate (imported)", steps)
+    cnf, csr = f"{names.REQUESTS_DIR}/ui.cnf", f"{names.REQUESTS_DIR}/ui.csr"
+    dns, ips = _split_hosts(ui.hosts)
+    # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
+    # host, serverAuth only), with the extensions from our own section.
+    cnf_text = render(
+        "ui.cnf.j2", common_name=ui.hosts[0], sans=[("DNS", h) for h in dns] + [("IP", ip) for ip in ips]
+    )
     expect = Expect(
         cert=cert,
         key=key,
         issuer=ca.cert,
-        subject=(("O", "Cockroach"), ("CN", user)),
-        dns=("root",) if root_san else (),
-        eku=("clientAuth",),
+        subject=(("O", "Cockroach"), ("CN", ui.hosts[0])),
+        dns=dns,
+        ips=ips,
+        eku=("serverAuth",),
     )
     steps = (
         Write(cnf, cnf_text),
         *_keygen(key, bits),
-        _request(cnf, key, csr, ascii_only=user.isascii()),
-        *sign,
+        _request(cnf, key, csr, ascii_only=True),
+        *_sign(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), cert_days),
         Verify(expect),
     )
-    return Task(task_id, f"client {user}" if user != "node" else f"{cert}", steps, expect, signer=ca.task_id)
+    return Task("ui", "DB Console certificate", steps, expect, signer=ca.task_id)
 
 
 def _keygen(key: str, bits: int) -> tuple[Step, ...]:
@@ -366,8 +448,16 @@ def _request(cnf: str, key: str, csr: str, ascii_only: bool) -> Run:
 
 
 def _sign(
-    ca: CA, profile: Profile, section: str, csr: str, cert: str, extfile: str | None, cert_days: int
+    ca: CA,
+    profile: Profile,
+    section: str,
+    csr: str,
+    cert: str,
+    extfile: tuple[str, str] | None,
+    cert_days: int,
 ) -> tuple[Step, ...]:
+    """`openssl ca` as the docs write it; `extfile` = (file, section) takes the extensions from our own
+    rendered section instead of ca.cnf's."""
     steps: list[Step] = []
     if profile.random_serials:
         # 128 random bits per certificate, as `cockroach cert` does: no serial is ever issued twice.
@@ -383,13 +473,13 @@ def _sign(
         ca.cert,
         "-policy",
         "signing_policy",
-        "-extensions",
-        section,
     ]
     reads = [ca.cnf, ca.key, ca.cert, csr, ca.database, ca.serial]
-    if profile.extfile and extfile:
-        argv[-2:] = ["-extfile", extfile, "-extensions", "node_certificate"]
-        reads.append(extfile)
+    if extfile:
+        argv += ["-extfile", extfile[0], "-extensions", extfile[1]]
+        reads.append(extfile[0])
+    else:
+        argv += ["-extensions", section]
     argv += ["-out", cert, "-outdir", f"{names.CERTS_DIR}/", "-in", csr]
     if profile.days_on_sign:
         argv += ["-days", str(cert_days)]
@@ -400,35 +490,55 @@ def _sign(
     return tuple(steps)
 
 
-def _bundles(spec: Spec, ca_names: list[str]) -> dict[str, tuple[str, ...]]:
-    ca_files = tuple(f"{ca}.crt" for ca in ca_names)
+# -------------------------------------------------------------------------------------------- bundles
+
+_NODE_OWN = ("node.", "client.node.")  # files made in a node's own folder; the rest are made in certs/
+
+
+def _bundles(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
+    """Each certs directory to hand out and the files it holds."""
+    ca_files = tuple(f"{ca.name}.crt" for ca in cas.all)
     node_files: tuple[str, ...] = (names.NODE_CERT, names.NODE_KEY)
     if spec.layout != "standard":
         node_files += ("client.node.crt", "client.node.key")
+    if spec.ui:
+        node_files += (names.UI_CERT, names.UI_KEY)
     client_files = tuple(
         f for c in spec.clients for f in (names.client_cert(c.user), names.client_key(c.user))
     )
     bundles = {names.node_dir(n.name): ca_files + node_files for n in spec.nodes}
     # One node: certs/ is also that node's certs dir, as in the docs (cockroach start-single-node).
-    single = node_files if len(spec.nodes) == 1 else ()
+    single = (
+        node_files if len(spec.nodes) == 1 else tuple(f for f in node_files if not f.startswith(_NODE_OWN))
+    )
     bundles[names.CERTS_DIR] = ca_files + single + client_files
     return bundles
 
 
 def _bundle_task(bundles: dict[str, tuple[str, ...]]) -> Task:
-    """Copy the CA certificates into each node's folder (and the only node's files into certs/)."""
+    """Copy into each certs directory what was made elsewhere: CA certificates (and the UI pair) from
+    certs/ into the nodes' folders, and the only node's files into certs/."""
+    nodes = [folder for folder in bundles if folder != names.CERTS_DIR]
     steps: list[Step] = []
     for folder, files in bundles.items():
-        if folder == names.CERTS_DIR:
-            node_folder = next((f for f in bundles if f != names.CERTS_DIR), None)
-            steps += [
-                Copy(f"{node_folder}/{f}", f"{folder}/{f}")
-                for f in files
-                if node_folder and f.startswith(("node.", "client.node."))
-            ]
-        else:
-            steps += [Copy(f"{names.CERTS_DIR}/{f}", f"{folder}/{f}") for f in files if f.startswith("ca")]
+        for file in files:
+            made_in_node = file.startswith(_NODE_OWN)
+            if folder == names.CERTS_DIR and made_in_node:
+                source = f"{nodes[0]}/{file}"
+            elif folder != names.CERTS_DIR and not made_in_node:
+                source = f"{names.CERTS_DIR}/{file}"
+            else:
+                continue  # made right there
+            steps.append(
+                Copy(source, f"{folder}/{file}", mode=names.KEY_MODE if file.endswith(".key") else None)
+            )
     return Task("bundles", "assemble the certs directories", tuple(steps))
+
+
+def _split_hosts(hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """DNS names first, then IP addresses, each in the spec's order (as `cockroach cert list` shows them)."""
+    ips = tuple(h for h in hosts if _is_ip(h))
+    return tuple(h for h in hosts if h not in ips), ips
 
 
 def _is_ip(host: str) -> bool:

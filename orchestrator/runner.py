@@ -75,7 +75,7 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
     made: set[str] = set()
     for step in todo.steps:
         for path in _reads(step):
-            if path in made:
+            if path in made or Path(path).is_absolute():  # absolute: a file named in the spec, read in place
                 continue
             made.add(path)
             source, target = out / path, stage / path
@@ -156,9 +156,13 @@ def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
             for pattern in patterns:
                 for match in stage.glob(pattern):
                     match.unlink()
-        case Copy(src=src, dst=dst):
+        case Copy(src=src, dst=dst, mode=None):
             (stage / dst).unlink(missing_ok=True)
             shutil.copy2(stage / src, stage / dst)
+        case Copy(src=src, dst=dst, mode=int(mode)):
+            (stage / dst).unlink(missing_ok=True)
+            shutil.copyfile(stage / src, stage / dst)  # created private (umask 077), never with src's mode
+            (stage / dst).chmod(mode)
         case Verify(expect=expect):
             wrong = problems(expect, stage)
             if wrong:

@@ -50,8 +50,10 @@ def shell(step: Step) -> str:
             return f"chmod {mode:o} {shlex.quote(path)}"
         case Remove(patterns=patterns):
             return "rm -f " + " ".join(_glob_quote(p) for p in patterns)
-        case Copy(src=src, dst=dst):
+        case Copy(src=src, dst=dst, mode=None):
             return shlex.join(("cp", "-p", src, dst))
+        case Copy(src=src, dst=dst, mode=int(mode)):
+            return f"install -m {mode:o} {shlex.quote(src)} {shlex.quote(dst)}"
         case Verify(expect=expect):
             return shlex.join(
                 (

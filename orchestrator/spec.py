@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import validate
+from orchestrator import imports, validate
 from orchestrator.errors import SpecError, UserError
 from orchestrator.resources import resource
 
@@ -28,11 +28,29 @@ class Node:
 @dataclass(frozen=True)
 class Client:
     user: str
+    pkcs8: bool = False  # also write client.<user>.key.pk8 (DER), for Java/JDBC clients
+
+
+UI_ISSUERS = ("node-ca", "ui-ca", "import")
 
 
 @dataclass(frozen=True)
 class UI:
+    """The DB Console certificate (ui.crt/ui.key in every node's certs directory)."""
+
     hosts: tuple[str, ...]
+    issuer: str = "node-ca"  # node-ca: signed by ca.crt; ui-ca: by a CA of its own (ca-ui.crt); import
+    cert: Path | None = None  # import: a certificate from a public or organizational CA …
+    key: Path | None = None  # … and its key; checked (imports.py), then installed with the right modes
+
+
+@dataclass(frozen=True)
+class ExternalCA:
+    """Bring your own CA: crdb-certs signs with it and never copies its key anywhere."""
+
+    cert: Path
+    key: Path
+    subject: tuple[tuple[str, str], ...]  # read from the certificate when the spec is loaded
 
 
 @dataclass(frozen=True)
@@ -42,13 +60,14 @@ class Spec:
     nodes: tuple[Node, ...]
     clients: tuple[Client, ...]
     ui: UI | None = None
+    ca: ExternalCA | None = None
     key_bits: int = 2048
     # None: the profile's lifetimes (secure: CA 3660 days, leaves 365; docs: 365/365; docs-v19: 3660/1830).
     ca_days: int | None = None
     cert_days: int | None = None
 
 
-_TOP_KEYS = {"profile", "layout", "nodes", "clients", "ui", "key_bits", "ca_days", "cert_days"}
+_TOP_KEYS = {"profile", "layout", "nodes", "clients", "ui", "ca", "key_bits", "ca_days", "cert_days"}
 
 
 def default_spec_path() -> Path:
@@ -70,10 +89,12 @@ def load(path: Path | None = None, profile: str | None = None) -> Spec:
         raise UserError(f"{path}: not valid TOML: {e}") from None
     if profile is not None:
         data["profile"] = profile
-    return parse(data)
+    return parse(data, base=path.resolve().parent)
 
 
-def parse(data: dict[str, Any]) -> Spec:
+def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
+    """Validate a spec given as data; file paths in it are relative to `base` (the spec's folder)."""
+    base = base or Path.cwd()
     _no_unknown_keys("spec", data, _TOP_KEYS)
     profile = validate.choice("profile", data.get("profile", "secure"), PROFILES)
     layout = validate.choice("layout", data.get("layout", "standard"), LAYOUTS)
@@ -89,17 +110,16 @@ def parse(data: dict[str, Any]) -> Spec:
         raise SpecError(
             "clients", "node", f"is made by the {layout} layout itself (client.node.crt); remove it"
         )
-    ui = None
-    if "ui" in data:
-        raw = data["ui"]
-        if not isinstance(raw, dict):
-            raise SpecError("ui", raw, "is not a table")
-        _no_unknown_keys("ui", raw, {"hosts"})
-        ui = UI(hosts=_hosts("ui.hosts", raw.get("hosts")))
+    ui = _ui(data["ui"], base) if "ui" in data else None
+    ca = _external_ca(data["ca"], base) if "ca" in data else None
     key_bits = validate.key_bits("key_bits", data.get("key_bits", 2048))
     ca_days = _optional_days("ca_days", data.get("ca_days"))
     cert_days = _optional_days("cert_days", data.get("cert_days"))
-    return Spec(profile, layout, nodes, clients, ui, key_bits, ca_days, cert_days)
+    if ca is not None and layout == "split-ca":
+        raise SpecError(
+            "ca", "", "cannot be combined with layout split-ca: give the client CA by CSR hand-off"
+        )
+    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, ca_days, cert_days)
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:
@@ -109,8 +129,44 @@ def _node(field: str, raw: dict[str, Any]) -> Node:
 
 
 def _client(field: str, raw: dict[str, Any]) -> Client:
-    _no_unknown_keys(field, raw, {"user"})
-    return Client(user=validate.user(f"{field}.user", raw.get("user")))
+    _no_unknown_keys(field, raw, {"user", "pkcs8"})
+    pkcs8 = raw.get("pkcs8", False)
+    if not isinstance(pkcs8, bool):
+        raise SpecError(f"{field}.pkcs8", pkcs8, "is not true or false")
+    return Client(user=validate.user(f"{field}.user", raw.get("user")), pkcs8=pkcs8)
+
+
+def _ui(raw: object, base: Path) -> UI:
+    if not isinstance(raw, dict):
+        raise SpecError("ui", raw, "is not a table")
+    _no_unknown_keys("ui", raw, {"hosts", "issuer", "cert", "key"})
+    hosts = _hosts("ui.hosts", raw.get("hosts"))
+    issuer = validate.choice("ui.issuer", raw.get("issuer", "node-ca"), UI_ISSUERS)
+    if issuer != "import":
+        for key in ("cert", "key"):
+            if key in raw:
+                raise SpecError(f"ui.{key}", raw[key], 'is only used with issuer = "import"')
+        return UI(hosts, issuer)
+    ui = UI(hosts, issuer, _file("ui.cert", raw.get("cert"), base), _file("ui.key", raw.get("key"), base))
+    imports.check_ui(ui)
+    return ui
+
+
+def _external_ca(raw: object, base: Path) -> ExternalCA:
+    if not isinstance(raw, dict):
+        raise SpecError("ca", raw, "is not a table")
+    _no_unknown_keys("ca", raw, {"cert", "key"})
+    cert, key = _file("ca.cert", raw.get("cert"), base), _file("ca.key", raw.get("key"), base)
+    return ExternalCA(cert, key, imports.check_ca(cert, key))
+
+
+def _file(field: str, raw: object, base: Path) -> Path:
+    if not isinstance(raw, str) or not raw:
+        raise SpecError(field, raw, "must be the path of a file")
+    path = (base / raw).resolve()
+    if not path.is_file():
+        raise SpecError(field, raw, "is not an existing file")
+    return path
 
 
 def _hosts(field: str, raw: object) -> tuple[str, ...]:

@@ -26,8 +26,9 @@ class Party:
     trusts: Path  # the CA file this party verifies its peer against
 
 
-def handshake(server: Party, client: Party, hostname: str = "localhost") -> str:
-    """Mutual TLS on 127.0.0.1; returns the CN of the client certificate the server accepted.
+def handshake(server: Party, client: Party, hostname: str = "localhost", client_auth: bool = True) -> str:
+    """Mutual TLS on 127.0.0.1; returns the CN of the client certificate the server accepted ("" when
+    `client_auth` is off, as for a browser on the DB Console).
 
     Raises ssl.SSLError (or ConnectionError) on either side's refusal.
     """
@@ -36,7 +37,7 @@ def handshake(server: Party, client: Party, hostname: str = "localhost") -> str:
     assert server.cert and server.key
     server_ctx.load_cert_chain(server.cert, server.key)
     server_ctx.load_verify_locations(server.trusts)
-    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.verify_mode = ssl.CERT_REQUIRED if client_auth else ssl.CERT_NONE
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
     client_ctx.load_verify_locations(client.trusts)
     if client.cert and client.key:
@@ -52,9 +53,11 @@ def handshake(server: Party, client: Party, hostname: str = "localhost") -> str:
             conn.settimeout(10)
             with server_ctx.wrap_socket(conn, server_side=True) as tls:
                 der = tls.getpeercert(binary_form=True)
-                assert der is not None
-                peer = x509.load_der_x509_certificate(der)
-                names = peer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                names = (
+                    x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                    if der
+                    else []
+                )
                 outcome["cn"] = str(names[0].value) if names else ""
                 tls.sendall(b"ok")
         except (ssl.SSLError, OSError) as e:

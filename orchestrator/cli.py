@@ -3,6 +3,8 @@ so tests call it in-process."""
 
 from __future__ import annotations
 
+import difflib
+import json
 import shlex
 import sys
 from contextlib import nullcontext
@@ -11,7 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from orchestrator import openssl, plan, runner, script, spec
+from orchestrator import audit, certlist, openssl, plan, runner, script, spec
 from orchestrator.errors import ExitStatus, UserError
 from orchestrator.nextsteps import next_steps
 
@@ -71,6 +73,7 @@ def issue(
     with console.status("issuing certificates …") if sys.stdout.isatty() and not quiet else nullcontext():
         result = runner.issue(the_spec, out, tool, jobs or 0)
     made = [t.title for t in result.plan.tasks if t.expect is not None and len(t.steps) > 1]
+    _audit_issued(out, result.plan.bundles, console)
     if not result.changed:
         console.print(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
@@ -120,6 +123,116 @@ def render(config: Path | None, out: Path, profile: str | None) -> int:
         target.write_text(text, encoding="utf-8")
         click.echo(target)
     return ExitStatus.OK
+
+
+certs_dir_argument = click.argument("certs_dir", type=click.Path(path_type=Path))
+
+
+@cli.command(name="audit")
+@certs_dir_argument
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object, described by orchestrator/audit.schema.json.",
+)
+@click.option(
+    "--cert-principal-map",
+    default=None,
+    help="The same <cert-principal>:<db-principal>,… mapping the nodes are started with.",
+)
+def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) -> int:
+    """Check CERTS_DIR against CockroachDB's own rules: names, keys, chains, content.
+
+    Works on any certs directory (crdb-certs, `cockroach cert`, the docs' openssl recipe, by hand).
+    Exit 0 with no errors, 1 with errors, 2 for a usage error.
+    """
+    report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map))
+    if output == "json":
+        click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(report.text())
+    return report.status
+
+
+@cli.command(name="list")
+@certs_dir_argument
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: as `cockroach cert list`, plus days left.",
+)
+def list_command(certs_dir: Path, output: str) -> int:
+    """The `cockroach cert list` table for CERTS_DIR, plus the days each certificate has left."""
+    found = certlist.listing(certs_dir)
+    if output == "json":
+        click.echo(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=max(console.width, 200))
+        console.print(found.table())
+    if found.fatal:
+        _err.print(f"error: {found.fatal}", markup=False)
+        return ExitStatus.FINDINGS
+    return ExitStatus.OK
+
+
+@cli.command(name="diff")
+@config_option
+@profile_option
+@click.option(
+    "--against",
+    type=click.Choice(spec.PROFILES),
+    default="docs",
+    show_default=True,
+    help="The profile to compare with.",
+)
+def diff_command(config: Path | None, profile: str | None, against: str) -> int:
+    """Show how two profiles' openssl configs differ for the same spec (unified diff).
+
+    Default: the spec's profile (secure unless it says otherwise) against the docs' exact configs.
+    """
+    mine = spec.load(config, profile)
+    theirs = spec.load(config, against)
+    new, old = plan.build(mine).configs(), plan.build(theirs).configs()
+    shown = False
+    for rel in sorted(set(new) | set(old)):
+        lines = difflib.unified_diff(
+            old.get(rel, "").splitlines(keepends=True),
+            new.get(rel, "").splitlines(keepends=True),
+            fromfile=f"{against}/{rel}",
+            tofile=f"{mine.profile}/{rel}",
+        )
+        text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        if text:
+            click.echo(text, nl=False)
+            shown = True
+    if not shown:
+        click.echo(f"{mine.profile} and {against}: the same configs")
+    return ExitStatus.OK
+
+
+def _audit_issued(out: Path, bundles: dict[str, tuple[str, ...]], console: Console) -> None:
+    """Audit every certs directory `issue` produced; any error fails the run."""
+    failed = []
+    for folder in bundles:
+        report = audit.audit(out / folder)
+        if report.errors:
+            _err.print(report.text(("error",)), markup=False)
+            failed.append(f"{folder} ({len(report.errors)} error{'s' if len(report.errors) > 1 else ''})")
+        elif report.count("warning"):
+            console.print(report.text(("warning",)), markup=False)
+    if failed:
+        raise audit.AuditFailed(
+            f"audit: CockroachDB would refuse {', '.join(failed)} in {out}: see the findings above"
+            " (`crdb-certs audit <dir>` repeats them)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,10 +19,25 @@ NODE_CERT = "node.crt"
 NODE_KEY = "node.key"
 UI_CERT = "ui.crt"
 UI_KEY = "ui.key"
+TENANT_CA_CERT = "ca-client-tenant.crt"
+CERT_SUFFIX = ".crt"  # CockroachDB considers only files ending in .crt (certnames.IsCertificateFilename)
+KEY_SUFFIX = ".key"
+# Prefixes of the certificate names that carry a user name or a tenant id: client.<user>.crt, ...
+CLIENT_PREFIX = "client"
+TENANT_CLIENT_PREFIX = "client-tenant"
+TENANT_SIGNING_PREFIX = "tenant-signing"
+NODE_USER = "node"  # client.node.crt: the node's own client certificate (split layouts)
+# CA keys (ca.key, ca-client.key, ca-ui.key, ...): CockroachDB never loads them from a certs dir, and a
+# file so named there is a CA key handed out with the certificates.
+CA_KEY_GLOB = "ca*.key"
 
 KEY_MODE = 0o400  # the docs' `chmod 400`
 CERT_MODE = 0o644  # what `cockroach cert` writes
 DIR_MODE = 0o700  # what `cockroach cert` creates a certs directory with
+# CockroachDB refuses a key with any permission bit outside these (pkg/security/certificate_loader.go);
+# the looser one only for a key owned by uid 0 and by the cockroach process's primary group.
+KEY_MODE_MAX = 0o700
+KEY_MODE_MAX_ROOT = 0o740
 
 
 def client_cert(user: str) -> str:

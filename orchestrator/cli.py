@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from orchestrator import audit, certlist, openssl, plan, runner, script, spec
+from orchestrator import audit, certlist, imports, openssl, plan, runner, script, spec, state
 from orchestrator.errors import ExitStatus, UserError
 from orchestrator.nextsteps import next_steps
 
@@ -122,6 +122,66 @@ def render(config: Path | None, out: Path, profile: str | None) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         click.echo(target)
+    return ExitStatus.OK
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="Output folder: keys go where `issue` puts them, requests to <out>/requests/.",
+)
+@profile_option
+def csr(config: Path | None, out: Path, profile: str | None) -> int:
+    """Make keys and CSRs for a CA that crdb-certs may not touch; then `crdb-certs import`."""
+    the_spec = spec.load(config, profile)
+    result = runner.issue(
+        the_spec,
+        out,
+        openssl.find(),
+        planner=lambda where: plan.build_requests(the_spec, state.inspect(where, plan.build(the_spec))),
+    )
+    full = plan.build(the_spec)
+    click.echo("Send these requests to your CA; put what it returns into one folder, named as shown:")
+    for task in full.tasks:
+        if task.expect is not None and task.signer is not None:
+            request = plan.request_of(task)
+            click.echo(f"  {out / request}  ->  {Path(request).stem}.crt")
+    for ca in plan.signers(the_spec).all:
+        click.echo(f"  (the CA certificate to trust)  ->  {ca.name}.crt")
+    click.echo(
+        "Then: crdb-certs import <that folder>" + (f" --config {config}" if config else "") + f" --out {out}"
+    )
+    if not result.changed:
+        click.echo("(every key and request already existed: nothing was changed)")
+    return ExitStatus.OK
+
+
+@cli.command(name="import")
+@click.argument("returned", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="The folder `crdb-certs csr` wrote to.",
+)
+@profile_option
+def import_command(returned: Path, config: Path | None, out: Path, profile: str | None) -> int:
+    """Install the certificates your CA returned for `crdb-certs csr`, checked, into the certs directories."""
+    the_spec = spec.load(config, profile)
+    found = imports.check_returned(plan.build(the_spec), returned.resolve(), out)
+    console = Console(highlight=False, soft_wrap=True)
+    result = runner.issue(the_spec, out, openssl.find(), planner=lambda _: plan.build_import(the_spec, found))
+    _audit_issued(out, result.plan.bundles, console)
+    console.print(
+        f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
+    )
+    console.print(next_steps(the_spec, out))
     return ExitStatus.OK
 
 

@@ -10,10 +10,21 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from orchestrator.certcheck import ekus_of, is_ca, load_cert, load_key, public_bytes, sans_of, subject_of
+from orchestrator.certcheck import (
+    ekus_of,
+    is_ca,
+    load_cert,
+    load_certs,
+    load_key,
+    public_bytes,
+    sans_of,
+    signed_by,
+    subject_of,
+)
 from orchestrator.errors import SpecError
 
 if TYPE_CHECKING:
+    from orchestrator.plan import Plan
     from orchestrator.spec import UI
 
 
@@ -87,3 +98,59 @@ def _covered(host: str, dns: list[str], ips: list[str]) -> bool:
     # A wildcard covers exactly one left-most label.
     first, _, rest = host.partition(".")
     return bool(rest) and f"*.{rest}" in names and first != "*"
+
+
+def check_returned(full: Plan, returned: Path, out: Path) -> dict[str, str]:
+    """The certificates an outside CA signed for `crdb-certs csr`'s requests, in folder `returned`:
+    <request name>.crt for each request, and the CA certificate(s) as ca.crt (ca-client.crt, ca-ui.crt).
+    Each must answer its request (same key), chain to its CA, name the right principal and cover the
+    right hosts with the right usages. Returns CA name / task id -> file for plan.build_import."""
+    found: dict[str, str] = {}
+    cas: dict[str, list[x509.Certificate]] = {}
+    from orchestrator.plan import request_of, signers  # plan imports spec, which imports this module
+
+    for ca in signers(full.spec).all:
+        path = returned / f"{ca.name}.crt"
+        if not path.is_file():
+            raise SpecError("import", str(returned), f"has no {ca.name}.crt (the CA certificate to trust)")
+        try:
+            cas[ca.cert] = load_certs(path)
+        except ValueError:
+            raise SpecError("import", str(path), "is not a PEM certificate") from None
+        found[ca.name] = str(path)
+    for task in full.tasks:
+        expect = task.expect
+        if expect is None or task.signer is None:
+            continue
+        csr_path = out / request_of(task)
+        path = returned / (Path(csr_path).stem + ".crt")
+        field = f"import {path.name}"
+        if not path.is_file():
+            raise SpecError(
+                "import", str(returned), f"has no {path.name} (the certificate for {csr_path.name})"
+            )
+        cert = _cert(field, path)
+        try:
+            request = x509.load_pem_x509_csr(csr_path.read_bytes())
+        except (OSError, ValueError):
+            raise SpecError(
+                field, str(csr_path), "is missing or not a CSR: run `crdb-certs csr` first"
+            ) from None
+        if public_bytes(request) != public_bytes(cert):
+            raise SpecError(field, str(path), f"does not answer {csr_path.name} (another key)")
+        _valid_now(field, path, cert)
+        if not any(signed_by(cert, ca) for ca in cas[expect.issuer or ""]):
+            raise SpecError(field, str(path), f"is not signed by {Path(expect.issuer or '').name}")
+        cn = dict(subject_of(cert)).get("CN")
+        want_cn = dict(expect.subject).get("CN")
+        if want_cn and cn != want_cn:
+            raise SpecError(field, str(path), f"has CN={cn}, CockroachDB needs CN={want_cn}")
+        dns, ips = sans_of(cert)
+        for host in (*expect.dns, *expect.ips):
+            if not _covered(host, dns, ips):
+                raise SpecError(field, str(path), f"has no SAN for {host}")
+        missing = set(expect.eku) - set(ekus_of(cert))
+        if missing:
+            raise SpecError(field, str(path), "lacks extended key usage " + ", ".join(sorted(missing)))
+        found[task.id] = str(path)
+    return found

@@ -205,6 +205,45 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     return Plan(spec, tuple(_keep_needed(tasks, state)), bundles)
 
 
+def build_requests(spec: Spec, state: State) -> Plan:
+    """`crdb-certs csr`: keys, request configs and CSRs for every certificate, for a CA that crdb-certs may
+    not touch. A key that already exists is kept (its CSR was sent already)."""
+    full = build(spec)
+    tasks = [full.tasks[0]]  # the directories
+    for task in full.tasks:
+        if task.expect is None or task.signer is None or task.expect.key in state.present:
+            continue
+        steps = tuple(s for s in task.steps if not isinstance(s, Verify) and not _is_signing(s))
+        tasks.append(Task(task.id, task.title, steps))
+    return Plan(spec, tuple(tasks), {})
+
+
+def build_import(spec: Spec, returned: dict[str, str]) -> Plan:
+    """`crdb-certs import`: the certificates an outside CA returned (`returned`: CA name or task id ->
+    file, checked by imports.check_returned), installed where `issue` would have made them, and the
+    certs directories assembled."""
+    full = build(spec)
+    tasks = [full.tasks[0]]
+    for ca in signers(spec).all:
+        tasks.append(Task(ca.task_id, f"CA {ca.cert} (yours)", (Copy(returned[ca.name], ca.cert),)))
+    for task in full.tasks:
+        if task.expect is not None and task.signer is not None:
+            tasks.append(Task(task.id, task.title, (Copy(returned[task.id], task.expect.cert),)))
+        elif task.id == "ui":  # an imported UI certificate is installed as `issue` would
+            tasks.append(task)
+    tasks.append(full.tasks[-1])  # the certs directories
+    return Plan(spec, tuple(tasks), full.bundles)
+
+
+def request_of(task: Task) -> str:
+    """The CSR a certificate's task writes (requests/<name>.csr)."""
+    return next(s.writes[0] for s in task.steps if isinstance(s, Run) and s.argv[1] == "req")
+
+
+def _is_signing(step: Step) -> bool:
+    return isinstance(step, Run) and step.argv[1] in ("ca", "rand")
+
+
 @dataclass(frozen=True)
 class Lifetimes:
     ca: int

@@ -41,13 +41,21 @@ class Result:
     transcript: Path | None
 
 
-def issue(spec: Spec, out: Path, openssl: OpenSSL, jobs: int = 0, progress: Progress | None = None) -> Result:
-    """Make or complete the PKI for `spec` in `out`."""
+def issue(
+    spec: Spec,
+    out: Path,
+    openssl: OpenSSL,
+    jobs: int = 0,
+    progress: Progress | None = None,
+    planner: Callable[[Path], Plan] | None = None,
+) -> Result:
+    """Make or complete the PKI for `spec` in `out`. `planner` (default: `pending`) decides what to run;
+    it is called under the lock, so it sees the folder as no other run is changing it."""
     out.mkdir(parents=True, exist_ok=True)
     work = out / names.STATE_DIR
     work.mkdir(mode=names.DIR_MODE, exist_ok=True)
     with _locked(work / "lock"), _umask(0o077):
-        todo = plan.build(spec, state.inspect(out, plan.build(spec)))
+        todo = planner(out) if planner else pending(spec, out)
         _remove_leftovers(work)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
         try:

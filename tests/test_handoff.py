@@ -1,0 +1,239 @@
+"""CSR hand-off: `crdb-certs csr` for a CA that crdb-certs may not touch (played here by plain openssl),
+then `crdb-certs import` of what that CA returned."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import pkicheck
+from tests.conftest import crdb, write_spec
+from tests.peers import Party, handshake
+from tests.pkicheck import SERVER
+
+SPEC = """\
+layout = "split-node"
+[[nodes]]
+name = "n1"
+hosts = ["n1.example.com", "localhost", "127.0.0.1"]
+[[nodes]]
+name = "n2"
+hosts = ["n2.example.com"]
+[[clients]]
+user = "root"
+"""
+
+# The organization's CA, as its own team would run it: plain openssl, its own config.
+ORG_CNF = """\
+[ req ]
+prompt = no
+distinguished_name = dn
+x509_extensions = ca_ext
+[ dn ]
+O = Example Org
+CN = Example Org Issuing CA
+[ ca_ext ]
+basicConstraints = critical,CA:true
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[ server ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+[ client ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+"""
+
+
+def org_sign(org: Path, csr: Path, out: Path, section: str) -> None:
+    """The org CA signs a CSR, copying its SANs (its policy, not ours), with its own usages."""
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            org / "ca.crt",
+            "-CAkey",
+            org / "ca.key",
+            "-set_serial",
+            str(abs(hash(csr.name)) % 10**12),
+            "-days",
+            "30",
+            "-out",
+            out,
+            "-extfile",
+            org / "org.cnf",
+            "-extensions",
+            section,
+            "-copy_extensions",
+            "copy",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Path:
+    folder = tmp_path / "org"
+    folder.mkdir()
+    (folder / "org.cnf").write_text(ORG_CNF)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            folder / "ca.key",
+            "-out",
+            folder / "ca.crt",
+            "-days",
+            "365",
+            "-config",
+            folder / "org.cnf",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return folder
+
+
+def sign_all(org: Path, out: Path, returned: Path) -> None:
+    returned.mkdir()
+    shutil.copy(org / "ca.crt", returned / "ca.crt")
+    for csr in (out / "requests").glob("*.csr"):
+        section = "server" if csr.name.startswith("node.") else "client"
+        org_sign(org, csr, returned / (csr.stem + ".crt"), section)
+
+
+def test_csr_then_import_round_trip(tmp_path: Path, org: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    said = capsys.readouterr().out
+    assert "node.n1.crt" in said and "client-node.n2.crt" in said and "ca.crt" in said
+    assert sorted(p.name for p in (out / "requests").glob("*.csr")) == [
+        "client-node.n1.csr",
+        "client-node.n2.csr",
+        "client.root.csr",
+        "node.n1.csr",
+        "node.n2.csr",
+    ]
+    assert not (out / "my-safe-directory" / "ca.key").exists(), "no CA of ours in a hand-off"
+    keys_before = {p: p.read_bytes() for p in out.rglob("*.key")}
+    assert all(pkicheck.mode(k) == 0o400 for k in keys_before)
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    assert {p: p.read_bytes() for p in out.rglob("*.key")} == keys_before, "a second csr run replaced keys"
+
+    returned = tmp_path / "returned"
+    sign_all(org, out, returned)
+    assert crdb("import", returned, "--config", spec, "--out", out) == 0
+    n1, n2 = out / "nodes" / "n1", out / "nodes" / "n2"
+    assert {p.name for p in n1.iterdir()} == {
+        "ca.crt",
+        "node.crt",
+        "node.key",
+        "client.node.crt",
+        "client.node.key",
+    }
+    assert (n1 / "ca.crt").read_bytes() == (org / "ca.crt").read_bytes()
+    pkicheck.assert_key_pair(n1 / "node.crt", n1 / "node.key")
+    pkicheck.assert_chains(n1 / "client.node.crt", org / "ca.crt")
+    # The imported PKI works: node to node with client.node.crt, and a SQL client.
+    assert (
+        handshake(
+            Party(n1 / "node.crt", n1 / "node.key", n1 / "ca.crt"),
+            Party(n2 / "client.node.crt", n2 / "client.node.key", n2 / "ca.crt"),
+            "n1.example.com",
+        )
+        == "node"
+    )
+    certs = out / "certs"
+    assert (
+        handshake(
+            Party(n1 / "node.crt", n1 / "node.key", n1 / "ca.crt"),
+            Party(certs / "client.root.crt", certs / "client.root.key", certs / "ca.crt"),
+        )
+        == "root"
+    )
+    pkicheck.assert_node(
+        n2 / "node.crt", ["n2.example.com"], org / "ca.crt", ["node"], {SERVER}, secure=False
+    )
+    pkicheck.assert_client(certs / "client.root.crt", "root", org / "ca.crt", secure=False)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "has no client.root.crt"),
+        ("other-key", "does not answer client.root.csr"),
+        ("wrong-usage", "lacks extended key usage clientAuth"),
+        ("unrelated-ca", "is not signed by ca.crt"),
+    ],
+)
+def test_import_refuses_what_does_not_fit(
+    tmp_path: Path, org: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    assert (
+        crdb(
+            "csr",
+            "--config",
+            spec,
+            "--out",
+            out,
+        )
+        == 0
+    )
+    returned = tmp_path / "returned"
+    sign_all(org, out, returned)
+    target = returned / "client.root.crt"
+    if damage == "missing":
+        target.unlink()
+    elif damage == "other-key":
+        shutil.copy(returned / "node.n1.crt", target)
+    elif damage == "wrong-usage":
+        org_sign(org, out / "requests" / "client.root.csr", target, "server")
+    else:
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "org.cnf").write_text(ORG_CNF)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                other / "ca.key",
+                "-out",
+                other / "ca.crt",
+                "-days",
+                "365",
+                "-config",
+                other / "org.cnf",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        org_sign(other, out / "requests" / "client.root.csr", target, "client")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert crdb("import", returned, "--config", spec, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before, "a refused import changed files"

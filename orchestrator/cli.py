@@ -25,6 +25,11 @@ config_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Spec file (TOML). Default: the embedded certs.toml (one node on localhost, user root).",
 )
+key_type_option = click.option(
+    "--key-type",
+    type=click.Choice(spec.KEY_TYPES),
+    help="Override the spec's key type: rsa (default, --key-bits in the spec) or ec (P-256).",
+)
 profile_option = click.option(
     "--profile",
     type=click.Choice(spec.PROFILES),
@@ -48,6 +53,7 @@ def cli() -> None:
     help="Output folder: certs/, my-safe-directory/, nodes/<name>/ are made in it.",
 )
 @profile_option
+@key_type_option
 @click.option(
     "--jobs", type=click.IntRange(1, 64), default=None, help="Keys generated at once [default: CPUs]."
 )
@@ -56,10 +62,16 @@ def cli() -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def issue(
-    config: Path | None, out: Path, profile: str | None, jobs: int | None, check: bool, quiet: bool
+    config: Path | None,
+    out: Path,
+    profile: str | None,
+    key_type: str | None,
+    jobs: int | None,
+    check: bool,
+    quiet: bool,
 ) -> int:
     """Make or complete the PKI. A second run with the same spec changes nothing."""
-    the_spec = spec.load(config, profile)
+    the_spec = spec.load(config, profile, key_type)
     if check:
         todo = runner.pending(the_spec, out)
         work = [t.title for t in todo.tasks if t.expect is not None and len(t.steps) > 1]
@@ -94,9 +106,10 @@ def issue(
     help="Print only what `issue --out DIR` would still run there (default: the whole run).",
 )
 @profile_option
-def plan_command(config: Path | None, out: Path | None, profile: str | None) -> int:
+@key_type_option
+def plan_command(config: Path | None, out: Path | None, profile: str | None, key_type: str | None) -> int:
     """Print the whole run as a bash script: the docs' commands, configs as here-documents. Writes nothing."""
-    the_spec = spec.load(config, profile)
+    the_spec = spec.load(config, profile, key_type)
     if out is None:
         click.echo(script.script(plan.build(the_spec)), nl=False)
     else:

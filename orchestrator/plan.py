@@ -177,27 +177,23 @@ def build(spec: Spec, state: State | None = None) -> Plan:
 
     tasks: list[Task] = [Task("dirs", "directories", (MakeDirs(_dirs(spec)),))]
     for ca in cas.all:
-        tasks.append(_ca_task(ca, profile, days, spec.key_bits, state))
+        tasks.append(_ca_task(ca, profile, days, spec, state))
         tasks.append(_database_task(ca, profile))
     for node in spec.nodes:
         tasks.append(_node_task(node.name, node.hosts, spec, profile, cas.node, days.cert))
     for i, client in enumerate(spec.clients):
         cert = f"{names.CERTS_DIR}/{names.client_cert(client.user)}"
         request = Request(f"client.{client.user}", client.user, cert, first_user=i == 0, pkcs8=client.pkcs8)
-        tasks.append(
-            _client_task(f"client:{client.user}", request, cas.client, profile, days.cert, spec.key_bits)
-        )
+        tasks.append(_client_task(f"client:{client.user}", request, cas.client, profile, days.cert, spec))
     if spec.layout != "standard":
         for node in spec.nodes:
             cert = f"{names.node_dir(node.name)}/client.node.crt"
             request = Request(f"client-node.{node.name}", "node", cert)
             tasks.append(
-                _client_task(
-                    f"client-node:{node.name}", request, cas.client, profile, days.cert, spec.key_bits
-                )
+                _client_task(f"client-node:{node.name}", request, cas.client, profile, days.cert, spec)
             )
     if spec.ui:
-        tasks.append(_ui_task(spec.ui, cas.ui, profile, days.cert, spec.key_bits))
+        tasks.append(_ui_task(spec.ui, cas.ui, profile, days.cert, spec))
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
@@ -295,7 +291,7 @@ def _dirs(spec: Spec) -> tuple[str, ...]:
     )
 
 
-def _ca_task(ca: CA, profile: Profile, days: Lifetimes, bits: int, state: State) -> Task:
+def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State) -> Task:
     cnf_text = render(
         "ca.cnf.j2", profile=profile.name, ca=ca, cert_days=days.ca if profile.days_on_sign else days.cert
     )
@@ -318,7 +314,7 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, bits: int, state: State)
     )
     steps = (
         Write(ca.cnf, cnf_text),
-        *(_keygen(ca.key, bits) if new_key else ()),
+        *(_keygen(ca.key, spec) if new_key else ()),
         Run(
             (
                 "openssl",
@@ -376,7 +372,7 @@ def _node_task(
     expect = Expect(cert=cert, key=key, issuer=ca.cert, subject=subject, dns=dns, ips=ips, eku=eku)
     steps = (
         Write(cnf, cnf_text),
-        *_keygen(key, spec.key_bits),
+        *_keygen(key, spec),
         _request(cnf, key, csr, ascii_only=True),
         *_sign(ca, profile, "signing_node_req", csr, cert, extfile, cert_days),
         Verify(expect),
@@ -384,7 +380,9 @@ def _node_task(
     return Task(f"node:{name}", f"node {name}", steps, expect, signer=ca.task_id)
 
 
-def _client_task(task_id: str, request: Request, ca: CA, profile: Profile, cert_days: int, bits: int) -> Task:
+def _client_task(
+    task_id: str, request: Request, ca: CA, profile: Profile, cert_days: int, spec: Spec
+) -> Task:
     cnf, csr = f"{names.REQUESTS_DIR}/{request.name}.cnf", f"{names.REQUESTS_DIR}/{request.name}.csr"
     root_san = request.first_user and profile.first_user_root_san
     cnf_text = render(
@@ -404,7 +402,7 @@ def _client_task(task_id: str, request: Request, ca: CA, profile: Profile, cert_
     )
     steps: tuple[Step, ...] = (
         Write(cnf, cnf_text),
-        *_keygen(request.key, bits),
+        *_keygen(request.key, spec),
         _request(cnf, request.key, csr, ascii_only=request.user.isascii()),
         *_sign(ca, profile, "signing_client_req", csr, request.cert, None, cert_days),
         Verify(expect),
@@ -437,7 +435,7 @@ def _client_task(task_id: str, request: Request, ca: CA, profile: Profile, cert_
     return Task(task_id, title, steps, expect, signer=ca.task_id)
 
 
-def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, bits: int) -> Task:
+def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, spec: Spec) -> Task:
     cert, key = f"{names.CERTS_DIR}/{names.UI_CERT}", f"{names.CERTS_DIR}/{names.UI_KEY}"
     if ca is None:
         assert ui.cert and ui.key  # an import, checked when the spec was loaded (imports.py)
@@ -461,7 +459,7 @@ def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, bits: int)
     )
     steps = (
         Write(cnf, cnf_text),
-        *_keygen(key, bits),
+        *_keygen(key, spec),
         _request(cnf, key, csr, ascii_only=True),
         *_sign(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), cert_days),
         Verify(expect),
@@ -469,11 +467,21 @@ def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, bits: int)
     return Task("ui", "DB Console certificate", steps, expect, signer=ca.task_id)
 
 
-def _keygen(key: str, bits: int) -> tuple[Step, ...]:
-    return (
-        Run(("openssl", "genrsa", "-out", key, str(bits)), writes=(key,), keygen=True),
-        Chmod(names.KEY_MODE, key),
-    )
+def _keygen(key: str, spec: Spec) -> tuple[Step, ...]:
+    if spec.key_type == "ec":
+        argv: tuple[str, ...] = (
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key,
+        )
+    else:
+        argv = ("openssl", "genrsa", "-out", key, str(spec.key_bits))
+    return (Run(argv, writes=(key,), keygen=True), Chmod(names.KEY_MODE, key))
 
 
 def _request(cnf: str, key: str, csr: str, ascii_only: bool) -> Run:

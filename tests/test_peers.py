@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import pkicheck
 from tests.conftest import crdb
 from tests.peers import Party, PostgresServer, handshake
 
@@ -139,3 +140,34 @@ def test_postgres_with_the_docs_profile(tmp_path: Path) -> None:
             )
     finally:
         server.stop()
+
+
+def test_ec_p256_keys_work_with_tls_and_postgres(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert crdb("issue", "--key-type", "ec", "--out", out, "--quiet") == 0
+    certs = out / "certs"
+    for key in certs.glob("*.key"):
+        assert "PRIVATE KEY" in key.read_text()
+    assert pkicheck.read(certs / "node.crt").cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert handshake(node(certs), client(certs, "root")) == "root"
+    server = PostgresServer(certs / "node.crt", certs / "node.key", certs / "ca.crt", roles=["root"])
+    try:
+        assert (
+            server.current_user(
+                "root", certs / "client.root.crt", certs / "client.root.key", certs / "ca.crt"
+            )
+            == "root"
+        )
+    finally:
+        server.stop()
+
+
+def test_key_bits_with_ec_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text('key_type = "ec"\nkey_bits = 4096\n[[clients]]\nuser = "root"\n')
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == 'error: key_bits: 4096 applies to RSA keys only (key_type = "ec" is P-256)'
+    )
+    assert not (tmp_path / "out").exists()

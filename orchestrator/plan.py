@@ -569,7 +569,8 @@ def _bundle_task(bundles: dict[str, tuple[str, ...]]) -> Task:
     steps: list[Step] = []
     for folder, files in bundles.items():
         for file in files:
-            made_in_node = file.startswith(_NODE_OWN)
+            # A SQL user may be called `node` (standard layout): client.node.crt is then made in certs/.
+            made_in_node = file.startswith(_NODE_OWN) and bool(nodes) and file in bundles[nodes[0]]
             if folder == names.CERTS_DIR and made_in_node:
                 source = f"{nodes[0]}/{file}"
             elif folder != names.CERTS_DIR and not made_in_node:

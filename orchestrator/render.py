@@ -19,7 +19,7 @@ _ESCAPED = str.maketrans({c: "\\" + c for c in "\\#$\"'"})
 
 def cnf_value(value: Any) -> str:
     text = str(value)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):  # C0, DEL and C1 controls
         # Validation rejects these first; reaching here is a bug, not a user mistake.
         raise ValueError(f"control character in a config value: {text!r}")
     if text != text.strip():

@@ -14,6 +14,10 @@ from orchestrator.errors import SpecError
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_HEX_NUMBER = re.compile(r"^0x[0-9a-f]*$")
+# Scripts whose letters look alike (Cyrillic a and o, Greek omicron, ...): a label mixing them is almost
+# surely a look-alike pasted by mistake (or on purpose), never the operator's real host name.
+_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
 _MAX_USER_BYTES = 63  # CockroachDB: "username is too long"
 
 
@@ -24,31 +28,62 @@ def host(field: str, value: object) -> str:
     """
     if not isinstance(value, str) or not value:
         raise SpecError(field, value, "is not a host name or IP address")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise SpecError(field, value, "contains white space or control characters")
+    if "%" in value:
+        # ipaddress accepts `fe80::1%eth0` (and anything after the %); a certificate holds only the address.
+        raise SpecError(field, value, "has an IPv6 zone index (%...), which a certificate cannot carry")
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
         pass
-    if value != value.strip() or any(not c.isprintable() for c in value):
-        raise SpecError(field, value, "contains white space or control characters")
     name = value.lower().removesuffix(".")
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise SpecError(field, value, "is not a valid DNS name or IP address") from None
-    if ascii_name != name and ascii_name.encode("ascii").decode("idna") != name:
-        # Python's IDNA 2003 codec maps some characters (ß -> ss); refuse rather than change the name.
-        raise SpecError(field, value, "does not survive IDNA encoding unchanged; give its xn-- form")
-    labels = ascii_name.split(".")
+    labels = [_a_label(field, value, label, wildcard=(i == 0)) for i, label in enumerate(name.split("."))]
+    ascii_name = ".".join(labels)
     if len(ascii_name) > 253:
         raise SpecError(field, value, "is longer than 253 characters")
-    for i, label in enumerate(labels):
-        if label == "*" and i == 0 and len(labels) > 2:
-            continue
-        if not _LABEL.match(label):
-            raise SpecError(field, value, "is not a valid DNS name or IP address")
-    if all(label.isdigit() for label in labels):
+    if labels[0] == "*" and len(labels) < 3:
+        raise SpecError(field, value, "is a wildcard over a top-level domain; write *.<domain>.<tld>")
+    # A name ending in a number is read as an IPv4 address by URL parsers and inet_aton (`0x7f.1`, `127.1`,
+    # `555.1.1.1`); no top-level domain is numeric, so refuse it rather than guess which the user meant.
+    if labels[-1].isdigit() or _HEX_NUMBER.match(labels[-1]):
         raise SpecError(field, value, "looks like an IP address but is not a valid one")
     return ascii_name
+
+
+def _a_label(field: str, value: str, label: str, wildcard: bool) -> str:
+    """One label of a DNS name in its ASCII form, refused unless it is LDH and round-trips through IDNA."""
+    if label == "*" and wildcard:
+        return label
+    if "*" in label:
+        raise SpecError(field, value, "has a wildcard that is not the whole left-most label")
+    if not label:
+        raise SpecError(field, value, "has an empty label (two dots in a row, or a leading dot)")
+    try:
+        ascii_label = label if label.isascii() else label.encode("idna").decode("ascii")
+        unicode_label = ascii_label.encode("ascii").decode("idna")
+    except UnicodeError:
+        raise SpecError(field, value, "is not a valid DNS name or IP address") from None
+    if len(ascii_label) > 63:
+        raise SpecError(field, value, "has a label longer than 63 characters")
+    if not _LABEL.match(ascii_label):
+        raise SpecError(field, value, "is not a valid DNS name or IP address")
+    if not label.isascii() and unicode_label != label:
+        # Python's IDNA 2003 codec maps some characters (ß -> ss, fullwidth -> ASCII); refuse rather than
+        # put a different name in the certificate.
+        raise SpecError(field, value, "does not survive IDNA encoding unchanged; give its xn-- form")
+    scripts = sorted({_script(c) for c in unicode_label if c.isalpha()} & _CONFUSABLE_SCRIPTS)
+    if len(scripts) > 1:
+        raise SpecError(
+            field,
+            value,
+            f"mixes {' and '.join(s.title() for s in scripts)} letters in one label (a look-alike?)",
+        )
+    return ascii_label
+
+
+def _script(c: str) -> str:
+    return unicodedata.name(c, "UNKNOWN").split(" ")[0]
 
 
 def user(field: str, value: object) -> str:
@@ -90,20 +125,19 @@ def node_name(field: str, value: object) -> str:
 
 
 def days(field: str, value: object, low: int = 1, high: int = 36600) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if type(value) is not int or not low <= value <= high:
         raise SpecError(field, value, f"is not a whole number of days from {low} to {high}")
     return value
 
 
 def key_bits(field: str, value: object) -> int:
-    if isinstance(value, bool) or value not in (2048, 3072, 4096):
+    # type() and not isinstance: True is an int, and 2048.0 == 2048.
+    if type(value) is not int or value not in (2048, 3072, 4096):
         raise SpecError(field, value, "is not a supported RSA key size (2048, 3072 or 4096)")
-    assert isinstance(value, int)
     return value
 
 
 def choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise SpecError(field, value, "is not one of " + ", ".join(allowed))
-    assert isinstance(value, str)
     return value

@@ -26,6 +26,8 @@ lint: $(STAMP)
 
 ## bench: crdb-certs against plain openssl scripts (not part of `make test`)
 bench: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null \
+		|| $(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:

@@ -1,0 +1,90 @@
+"""The command line's contract: --help everywhere, one-line errors that name the field and the value,
+exit status 2, and nothing written for a user mistake; `render` writes configs and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import crdb, write_spec
+
+COMMANDS = ["issue", "plan", "render", "csr", "import", "audit", "list"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert crdb(command, "--help") == 0
+    assert "Usage: crdb-certs " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            '[[nodes]]\nname = "n"\nhost = ["a"]\n',
+            "error: nodes[0].host: ['a'] is not a known key (known: hosts",
+        ),
+        ('[[nodes]]\nname = "n"\nhosts = ["a b"]\n', 'error: nodes[0].hosts[0]: "a b"'),
+        ('[[nodes]]\nname = "n"\nhosts = []\n', "error: nodes[0].hosts: [] must be a non-empty list"),
+        (
+            '[[nodes]]\nname = "../x"\nhosts = ["a"]\n',
+            'error: nodes[0].name: "../x" is not a valid node name',
+        ),
+        ('[[clients]]\nuser = "a"\n[[clients]]\nuser = "A"\n', 'error: clients[1].user: "a" appears twice'),
+        (
+            'profile = "strict"\n[[clients]]\nuser = "a"\n',
+            'error: profile: "strict" is not one of secure, docs',
+        ),
+        (
+            'layout = "split-ca"\n[[clients]]\nuser = "node"\n',
+            'error: clients: "node" is made by the split-ca',
+        ),
+        ("nodes = [\n", "not valid TOML"),
+        ("", "error: nodes: [] is empty, and so is clients"),
+        (
+            '[[clients]]\nuser = "a"\n[ui]\nhosts = ["a"]\nissuer = "import"\n'
+            'cert = "nope.crt"\nkey = "nope.key"\n',
+            'error: ui.cert: "nope.crt" is not an existing file',
+        ),
+    ],
+)
+def test_bad_spec_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str
+) -> None:
+    spec = write_spec(tmp_path / "spec", text)
+    out = tmp_path / "out"
+    for command in (["issue", "--out", out], ["plan"], ["render", "--out", out], ["csr", "--out", out]):
+        capsys.readouterr()
+        assert crdb(*command, "--config", spec) == 2, command
+        captured = capsys.readouterr()
+        assert error in captured.err, captured.err
+        assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+        assert not out.exists()
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert crdb("issue", "--config", tmp_path / "nope.toml", "--out", tmp_path / "out") == 2
+    assert "--config: cannot read" in capsys.readouterr().err
+
+
+def test_render_writes_only_configs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(
+        tmp_path / "spec",
+        'layout = "split-ca"\n[[nodes]]\nname = "n1"\nhosts = ["a.example.com"]\n'
+        '[[clients]]\nuser = "root"\n[ui]\nhosts = ["a.example.com"]\nissuer = "ui-ca"\n',
+    )
+    out = tmp_path / "out"
+    assert crdb("render", "--config", spec, "--out", out) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == [
+        "ca-client.cnf",
+        "ca-ui.cnf",
+        "ca.cnf",
+        "requests/client-node.n1.cnf",
+        "requests/client.root.cnf",
+        "requests/node.n1.cnf",
+        "requests/ui.cnf",
+    ]
+    assert "commonName = Cockroach Client CA" in (out / "ca-client.cnf").read_text()
+    assert "database = ca-client.index.txt" in (out / "ca-client.cnf").read_text()

@@ -7,11 +7,11 @@ import difflib
 import json
 import shlex
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from orchestrator import audit, certlist, imports, openssl, plan, runner, script, spec, state
 from orchestrator.errors import ExitStatus, UserError
@@ -74,7 +74,7 @@ def issue(
     the_spec = spec.load(config, profile, key_type)
     if check:
         todo = runner.pending(the_spec, out)
-        work = [t.title for t in todo.tasks if t.expect is not None and len(t.steps) > 1]
+        work = [t.title for t in todo.work()]
         for title in work:
             click.echo(f"would make: {title}")
         if not work:
@@ -82,9 +82,22 @@ def issue(
         return ExitStatus.FINDINGS if work else ExitStatus.OK
     tool = openssl.find()
     console = Console(quiet=quiet, highlight=False, soft_wrap=True)
-    with console.status("issuing certificates …") if sys.stdout.isatty() and not quiet else nullcontext():
+    if sys.stdout.isatty() and not quiet:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+        ) as bar:
+            counter = bar.add_task("issuing certificates …", total=None)
+            done = 0
+
+            def advance(cert: str) -> None:
+                nonlocal done
+                done += 1
+                bar.update(counter, description=f"{done} verified, last: {cert}")
+
+            result = runner.issue(the_spec, out, tool, jobs or 0, progress=advance)
+    else:
         result = runner.issue(the_spec, out, tool, jobs or 0)
-    made = [t.title for t in result.plan.tasks if t.expect is not None and len(t.steps) > 1]
+    made = [t.title for t in result.plan.work()]
     _audit_issued(out, result.plan.bundles, console)
     if not result.changed:
         console.print(f"{out}: up to date, nothing changed")

@@ -103,6 +103,10 @@ class Plan:
     def expectations(self) -> list[Expect]:
         return [t.expect for t in self.tasks if t.expect is not None]
 
+    def work(self) -> list[Task]:
+        """The tasks that make a certificate (not only render its config)."""
+        return [t for t in self.tasks if t.expect is not None and not all(_is_config(s) for s in t.steps)]
+
 
 @dataclass(frozen=True)
 class State:
@@ -234,6 +238,10 @@ def build_import(spec: Spec, returned: dict[str, str]) -> Plan:
 def request_of(task: Task) -> str:
     """The CSR a certificate's task writes (requests/<name>.csr)."""
     return next(s.writes[0] for s in task.steps if isinstance(s, Run) and s.argv[1] == "req")
+
+
+def _is_config(step: Step) -> bool:
+    return isinstance(step, Write) and step.path.endswith(".cnf")
 
 
 def _is_signing(step: Step) -> bool:

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
 _SUBJECT_OIDS = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME}
@@ -43,10 +43,15 @@ def load_cert(path: Path) -> x509.Certificate:
 
 
 def load_key(path: Path) -> PrivateKeyTypes:
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    # What is checked here is that the file is a key and which public key it holds (to pair it with its
+    # certificate). cryptography's RSA consistency check (~100 ms a key, once per key per run and again in
+    # every freshness check) proves nothing more about a key openssl has just written.
+    return serialization.load_pem_private_key(
+        path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True
+    )
 
 
-def public_bytes(key_or_cert: PrivateKeyTypes | x509.Certificate) -> bytes:
+def public_bytes(key_or_cert: PrivateKeyTypes | x509.Certificate | x509.CertificateSigningRequest) -> bytes:
     public = key_or_cert.public_key()
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -95,7 +100,13 @@ def problems(expect: Expect, root: Path, now: datetime | None = None) -> list[st
         cert = load_cert(cert_path)
     except (OSError, ValueError) as e:
         return [f"{expect.cert}: cannot be read as a PEM certificate ({e.__class__.__name__})"]
+    try:
+        extensions = cert.extensions
+    except (ValueError, x509.DuplicateExtension) as e:
+        return [f"{expect.cert}: its extensions cannot be read ({e})"]
     found: list[str] = []
+    if expect.issuer is not None:  # a certificate crdb-certs signs (not your own CA's certificate)
+        found += _extension_problems(expect, extensions)
     try:
         if public_bytes(load_key(key_path)) != public_bytes(cert):
             found.append(f"{expect.key} does not match {expect.cert}")
@@ -125,6 +136,56 @@ def problems(expect: Expect, root: Path, now: datetime | None = None) -> list[st
     else:
         if not signed_by(cert, issuer):
             found.append(f"{expect.cert}: not signed by {expect.issuer}")
+    return found
+
+
+# What a certificate crdb-certs signs may carry. OpenSSL 3 adds the key identifiers by default, and 1.1.1
+# does not, so both are allowed; anything else came from somewhere the plan does not control (a CSR under
+# the docs' `copy_extensions = copy`, openssl-traps.md §4.2) and is reported.
+_LEAF_EXTENSIONS = {
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+}
+_CA_EXTENSIONS = {
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+}
+
+
+_EXTENSION_NAMES = {
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME: "subjectAltName",
+    ExtensionOID.NAME_CONSTRAINTS: "nameConstraints",
+    ExtensionOID.CERTIFICATE_POLICIES: "certificatePolicies",
+    ExtensionOID.CRL_DISTRIBUTION_POINTS: "crlDistributionPoints",
+    ExtensionOID.AUTHORITY_INFORMATION_ACCESS: "authorityInfoAccess",
+    ExtensionOID.EXTENDED_KEY_USAGE: "extendedKeyUsage",
+    x509.ObjectIdentifier("2.16.840.1.113730.1.13"): "nsComment",
+}
+
+
+def _extension_problems(expect: Expect, extensions: x509.Extensions) -> list[str]:
+    """Extensions the plan did not ask for, SAN entries other than DNS names and IP addresses (a URI or an
+    e-mail address is a principal to some peers), and a leaf's key usage that would let it sign."""
+    found: list[str] = []
+    allowed = set(_CA_EXTENSIONS if expect.is_ca else _LEAF_EXTENSIONS)
+    if expect.dns or expect.ips:
+        allowed.add(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    extra = [_EXTENSION_NAMES.get(e.oid, e.oid.dotted_string) for e in extensions if e.oid not in allowed]
+    if extra:
+        found.append(f"{expect.cert}: extensions the plan did not ask for: {', '.join(extra)}")
+    for ext in extensions:
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            other = [n for n in ext.value if not isinstance(n, x509.DNSName | x509.IPAddress)]
+            if other:
+                found.append(f"{expect.cert}: SAN entries other than DNS names and IPs: {other}")
+        usage = ext.value
+        if isinstance(usage, x509.KeyUsage) and not expect.is_ca and (usage.key_cert_sign or usage.crl_sign):
+            found.append(f"{expect.cert}: a leaf whose key usage allows signing certificates or CRLs")
     return found
 
 

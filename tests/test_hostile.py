@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import certcheck, openssl, plan, render, runner, spec, validate
-from orchestrator.errors import SpecError
-from orchestrator.plan import Run
+from orchestrator.errors import RunError, SpecError
+from orchestrator.plan import Run, Verify
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
 
@@ -619,3 +619,76 @@ def test_any_accepted_user_round_trips_into_cn_and_file_name(
         assert found == user
         assert pkicheck.read(cert).cn == [user]
         assert (work / "certs" / f"client.{user}.key").is_file()
+
+
+# --------------------------------------------------------------- a CSR that asks for more than it may
+
+HOSTILE_REQUEST = """\
+[ req ]
+prompt = no
+distinguished_name = dn
+req_extensions = ext
+
+[ dn ]
+O = Cockroach
+CN = maxroach
+
+[ ext ]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign,digitalSignature
+subjectAltName = DNS:root,DNS:node,URI:crdb://tenant/2/user/root,email:root@example.com
+nsComment = "requested by the CSR"
+"""
+
+
+def _sign_hostile_request(profile: str, out: Path, keys: dict[str, Path]) -> tuple[plan.Task, Path]:
+    """The plan's own signing steps for client maxroach, fed a CSR that asks for CA:TRUE, extra
+    principals (DNS root and node, a tenant URI) and an extension of its own."""
+    the_spec = spec.parse({"profile": profile, "clients": [{"user": "root"}, {"user": "maxroach"}]})
+    todo = issue_with_premade_keys(the_spec, out, keys)
+    [task] = [t for t in todo.tasks if t.id == "client:maxroach"]
+    tool = openssl.find()
+    (out / "hostile.cnf").write_text(HOSTILE_REQUEST)
+    csr = out / "requests/client.maxroach.csr"
+    argv = ("openssl", "req", "-new", "-config", "hostile.cnf", "-key", str(keys["leaf"]), "-out", str(csr))
+    tool.run(argv, out)
+    asked = x509.load_pem_x509_csr(csr.read_bytes()).extensions
+    assert asked.get_extension_for_class(x509.BasicConstraints).value.ca, "the CSR does ask for CA:TRUE"
+    for step in task.steps:
+        if isinstance(step, Run) and step.argv[1] in ("rand", "ca"):
+            runner._do(step, out, tool)
+    return task, out / "certs/client.maxroach.crt"
+
+
+def test_secure_profile_ignores_what_a_csr_asks_for(tmp_path: Path, premade_keys: dict[str, Path]) -> None:
+    task, cert_path = _sign_hostile_request("secure", tmp_path, premade_keys)
+    leaf = pkicheck.read(cert_path)
+    assert leaf.basic_constraints is not None and not leaf.basic_constraints.ca
+    assert not leaf.key_usage.key_cert_sign and not leaf.key_usage.crl_sign
+    oids = {e.oid for e in leaf.cert.extensions}
+    assert ExtensionOID.SUBJECT_ALTERNATIVE_NAME not in oids, "a SAN came from the CSR"
+    assert x509.ObjectIdentifier("2.16.840.1.113730.1.13") not in oids, "nsComment came from the CSR"
+    assert task.expect is not None
+    assert certcheck.problems(task.expect, tmp_path) == []
+
+
+def test_docs_profile_copies_the_csr_and_the_check_after_signing_says_so(
+    tmp_path: Path, premade_keys: dict[str, Path]
+) -> None:
+    """The docs' `copy_extensions = copy` (openssl-traps.md §4.2) hands the CSR's CA:TRUE and extra
+    principals to the certificate; the check after every signature refuses it."""
+    task, cert_path = _sign_hostile_request("docs", tmp_path, premade_keys)
+    leaf = pkicheck.read(cert_path)
+    assert leaf.basic_constraints is not None and leaf.basic_constraints.ca, "openssl copied CA:TRUE"
+    assert leaf.dns == {"root", "node"}
+    assert task.expect is not None
+    found = "\n".join(certcheck.problems(task.expect, tmp_path))
+    assert "CA:True, expected CA:False" in found
+    assert "SANs DNS=['root', 'node']" in found
+    assert "extensions the plan did not ask for: " in found
+    assert "basicConstraints" not in found.split("did not ask for: ")[1].split("\n")[0]
+    assert "subjectAltName" in found and "nsComment" in found
+    assert "UniformResourceIdentifier" in found and "RFC822Name" in found
+    [verify] = [s for s in task.steps if isinstance(s, Verify)]
+    with pytest.raises(RunError, match="other than the one asked for"):
+        runner._do(verify, tmp_path, openssl.find())

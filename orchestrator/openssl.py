@@ -27,30 +27,59 @@ class OpenSSL:
     def run(self, argv: tuple[str, ...], cwd: Path) -> str:
         """Run `argv` (whose argv[0] is "openssl") in `cwd`; return stdout, raise RunError on failure."""
         assert argv[0] == "openssl", argv
-        env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP}
-        env["OPENSSL_CONF"] = os.devnull
         try:
             with open(os.devnull, "rb") as stdin:
                 out = sh.Command(self.path)(
-                    *argv[1:], _cwd=str(cwd), _in=stdin, _env=env, _tty_out=False, _err_to_out=False
+                    *argv[1:],
+                    _cwd=str(cwd),
+                    _in=stdin,
+                    _env=_environment(),
+                    _preexec_fn=_private_umask,
+                    _tty_out=False,
+                    _err_to_out=False,
                 )
         except sh.ErrorReturnCode as e:
             stderr = e.stderr.decode(errors="replace").strip()
             raise RunError(f"command failed (exit {e.exit_code}): {shlex.join(argv)}\n{stderr}") from None
+        except (OSError, sh.ForkException) as e:  # the binary went away or cannot be run any more
+            raise RunError(f"command failed: {shlex.join(argv)}: {_last_line(e)}") from None
         return str(out)
+
+
+def _last_line(error: Exception) -> str:
+    """sh reports a failed exec with the child's whole traceback: its last line says what happened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP}
+    env["OPENSSL_CONF"] = os.devnull
+    return env
+
+
+def _private_umask() -> None:
+    """In each openssl child, before exec: whatever the parent's umask is at that moment (threads share
+    it), every file openssl creates is its owner's only (issue 5: keys never readable, at any moment)."""
+    os.umask(0o077)
 
 
 def find() -> OpenSSL:
     """The openssl on PATH, refused with one line if missing or unsupported."""
-    path = shutil.which("openssl")
-    if path is None:
+    found = shutil.which("openssl")
+    if found is None:
         raise UserError("openssl: not found on PATH; install OpenSSL 1.1.1 or 3.x")
+    # Absolute: openssl runs inside the staging folder, where a relative PATH entry (`.`, `bin`) would
+    # find nothing, or something planted there.
+    path = os.path.abspath(found)
     try:
-        version = str(sh.Command(path)("version", _env={**os.environ, "OPENSSL_CONF": os.devnull})).strip()
+        version = str(sh.Command(path)("version", _env=_environment(), _preexec_fn=_private_umask)).strip()
     except sh.ErrorReturnCode as e:
-        raise UserError(
-            f"openssl: `{path} version` failed: {e.stderr.decode(errors='replace').strip()}"
-        ) from None
+        said = " ".join(e.stderr.decode(errors="replace").split()) or f"exit status {e.exit_code}"
+        raise UserError(f"openssl: `{path} version` failed: {said}") from None
+    except (OSError, sh.ForkException) as e:  # a broken interpreter line, a binary for another machine
+        raise UserError(f"openssl: {path} cannot be run: {_last_line(e)}") from None
+    version = " ".join(version.split())
     supported, reason = check_version(version)
     if not supported:
         raise UserError(f"openssl: {path} is {version!r}: {reason}")

@@ -1,0 +1,178 @@
+"""The openssl binary itself: found and version-checked before anything is written, refused with one line
+when missing or unsupported; and when it fails in the middle of a run (exit status, a signal, or exit 0
+with nothing written, openssl-traps.md §4.4) the run stops with openssl's own message, removes its
+staging folder and puts nothing in place. The failing `openssl` programs here are small shell scripts put
+first on PATH; the ones that run do so around the real binary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.openssl import check_version
+from tests.conftest import REPO, write_spec
+
+REAL = shutil.which("openssl") or "/usr/bin/openssl"
+SPEC = '[[nodes]]\nname = "a"\nhosts = ["a.example.com"]\n\n[[clients]]\nuser = "root"\n'
+
+
+@pytest.mark.parametrize(
+    ("version", "ok", "reason"),
+    [
+        ("OpenSSL 1.1.1w  11 Sep 2023", True, ""),
+        ("OpenSSL 1.1.1  11 Sep 2018", True, ""),
+        ("OpenSSL 3.0.19 27 Jan 2026 (Library: OpenSSL 3.0.19 27 Jan 2026)", True, ""),
+        ("OpenSSL 3.5.0 8 Apr 2025", True, ""),
+        ("LibreSSL 3.3.6", False, "LibreSSL is not supported"),
+        ("LibreSSL 2.8.3", False, "LibreSSL is not supported"),
+        ("OpenSSL 1.0.2u  20 Dec 2019", False, "1.1.1 or newer"),
+        ("OpenSSL 1.1.0l  10 Sep 2019", False, "1.1.1 or newer"),
+        ("OpenSSL 0.9.8zh 3 Dec 2015", False, "1.1.1 or newer"),
+        ("BoringSSL", False, "cannot tell"),
+        ("", False, "cannot tell"),
+    ],
+)
+def test_check_version(version: str, ok: bool, reason: str) -> None:
+    supported, why = check_version(version)
+    assert supported is ok
+    assert reason in why
+    assert "\n" not in why
+
+
+def fake_openssl(folder: Path, body: str) -> Path:
+    """A folder holding only an `openssl` shell script with `body`; REAL is the real binary."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "openssl"
+    script.write_text(f"#!/bin/sh\nREAL='{REAL}'\n{body}\n")
+    script.chmod(0o755)
+    return bin_dir
+
+
+def issue(
+    tmp_path: Path, path: str, *extra: str, umask: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    spec = write_spec(tmp_path, SPEC)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "issue", "--config", spec, "--out", tmp_path / "out", *extra],
+        cwd=REPO,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
+
+
+def one_line_error(run: subprocess.CompletedProcess[str], starts: str) -> str:
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(starts), lines[0]
+    return lines[0]
+
+
+def test_missing_openssl_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = issue(tmp_path, str(empty))
+    assert run.returncode != 0
+    one_line_error(run, "error: openssl: not found on PATH")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("says", "reason"),
+    [
+        ("LibreSSL 3.3.6", "LibreSSL is not supported"),
+        ("OpenSSL 1.0.2u  20 Dec 2019", "1.1.1 or newer"),
+    ],
+)
+def test_unsupported_openssl_is_refused_before_anything_is_written(
+    tmp_path: Path, says: str, reason: str
+) -> None:
+    bin_dir = fake_openssl(
+        tmp_path, f'[ "$1" = version ] && echo "{says}" && exit 0\ntouch "$PWD/ran-$1"\nexit 1'
+    )
+    run = issue(tmp_path, str(bin_dir))
+    assert run.returncode == 2
+    assert reason in one_line_error(run, "error: openssl: ")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.rglob("ran-*")), "openssl was used for more than `version`"
+
+
+def test_openssl_whose_version_fails(tmp_path: Path) -> None:
+    bin_dir = fake_openssl(tmp_path, 'echo "libcrypto.so.3: cannot open shared object file" >&2\nexit 127')
+    run = issue(tmp_path, str(bin_dir))
+    assert run.returncode == 2
+    assert "cannot open shared object file" in one_line_error(run, "error: openssl: ")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("#!/nonexistent/sh\necho hi\n", "No such file"),
+        ("\x7fELF not a binary for this machine", "Exec format"),
+    ],
+)
+def test_an_openssl_that_cannot_be_run_is_one_line(tmp_path: Path, content: str, says: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "openssl").write_text(content)
+    (bin_dir / "openssl").chmod(0o755)
+    run = issue(tmp_path, str(bin_dir))
+    assert run.returncode == 2
+    assert says in one_line_error(run, f"error: openssl: {bin_dir}/openssl cannot be run: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_relative_path_entry_is_resolved_once(tmp_path: Path) -> None:
+    """PATH=bin:... finds ./bin/openssl; it is then run by its absolute path from the staging folder,
+    not looked up again there (where `bin/openssl` would be missing, or planted)."""
+    bin_dir = fake_openssl(tmp_path, 'echo "$1" >> "$(dirname "$0")/calls"\nexec "$REAL" "$@"')
+    spec = write_spec(tmp_path, SPEC)
+    run = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "issue", "--config", spec, "--out", "out", "--quiet"],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"bin:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "ca" in (bin_dir / "calls").read_text().split(), "the relative wrapper was the openssl used"
+
+
+def _nothing_committed(out: Path) -> None:
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # fails with its own message
+        (
+            '[ "$1" = ca ] && { echo "simulated: unable to load CA private key" >&2; exit 1; }',
+            "unable to load CA",
+        ),
+        # exits 0 without signing (what `openssl ca` without -batch does with stdin closed)
+        ('[ "$1" = ca ] && { echo "CERTIFICATE WILL NOT BE CERTIFIED" >&2; exit 0; }', "exited 0 but"),
+        # killed by a signal while making a request
+        ('[ "$1" = req ] && [ -n "$(ls requests 2>/dev/null)" ] && kill -9 $$', "command failed"),
+    ],
+    ids=["fails", "exit-0-no-output", "killed"],
+)
+def test_a_failing_openssl_stops_the_run_and_leaves_nothing(tmp_path: Path, body: str, message: str) -> None:
+    bin_dir = fake_openssl(tmp_path, body + '\nexec "$REAL" "$@"')
+    run = issue(tmp_path, f"{bin_dir}:{os.environ['PATH']}")
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: ") and message in run.stderr, run.stderr
+    assert "PRIVATE KEY" not in run.stderr + run.stdout
+    _nothing_committed(tmp_path / "out")

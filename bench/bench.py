@@ -176,6 +176,26 @@ def _machine() -> dict[str, str]:
     }
 
 
+def _checkout() -> str:
+    """The commit of this checkout, and whether the code crdb-certs runs differs from it."""
+    git = ["git", "-C", str(REPO)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "orchestrator", "templates"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "working tree"
+    return f"working tree at {head.stdout.strip()}" + (
+        " with uncommitted changes" if dirty.stdout.strip() else ""
+    )
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -234,6 +254,7 @@ def markdown(results: Results, rows: list[dict[str, float | int]]) -> str:
         "",
         f"cluster N = CA + N nodes + 2 clients, RSA 2048, profile `{results.args['profile']}`, "
         f"--jobs {results.args['jobs']}; medians of interleaved rounds (wall clock, seconds).",
+        f"crdb-certs: {results.args.get('label', '')} (`{results.args['crdb_certs']}`)",
         "",
         "| N | certs | rounds | floor | docs-order | crdb-certs | crdb/floor | crdb/docs "
         "| ms/cert floor | ms/cert docs | ms/cert crdb | no-op re-run | +1 node |",
@@ -276,11 +297,11 @@ def plot(results: Results, rows: list[dict[str, float | int]], path: Path) -> No
         hi = [max(p) - m for m, p in zip(med, per_cert, strict=True)]
         left.bar(xs, med, width, yerr=[lo, hi], capsize=3, label=kind, color=colors[kind])
         if kind == "crdb-certs":
-            for x, m, r in zip(xs, med, rows, strict=True):
+            for x, p, r in zip(xs, per_cert, rows, strict=True):
                 left.annotate(
                     f"{r['crdb_over_floor']:.2f} x floor",
-                    (x, m),
-                    xytext=(0, 14),
+                    (x, max(p)),
+                    xytext=(0, 4),
                     textcoords="offset points",
                     ha="center",
                     fontsize=8,
@@ -299,17 +320,7 @@ def plot(results: Results, rows: list[dict[str, float | int]], path: Path) -> No
             right.annotate(
                 f"{m:.2f}", (x, m), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8
             )
-    right.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    right.text(
-        0.98,
-        1.0,
-        "no-op target at N=200: 1 s",
-        transform=right.get_yaxis_transform(),
-        ha="right",
-        va="bottom",
-        fontsize=7,
-        color="grey",
-    )
+    right.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="no-op target at N=200: 1 s")
     right.set_xticks(range(len(ns)), [f"N={n}" for n in ns])
     right.set_ylabel("seconds (median)")
     right.set_title("crdb-certs on an existing cluster N")
@@ -355,10 +366,21 @@ def main(argv: list[str] | None = None) -> int:
         default=str(REPO / ".venv" / "bin" / "crdb-certs"),
         help="the crdb-certs command (default: .venv/bin/crdb-certs)",
     )
+    parser.add_argument(
+        "--label", default="", help="what this crdb-certs is, for the results (e.g. a commit)"
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results", help="where to write")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     parser.add_argument("--keep", action="store_true", help="keep the output folders (under the temp dir)")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="only rewrite results.md and the PNG from a results.json"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        data = json.loads(args.replot.read_text())
+        old = Results(data["machine"], data["args"], [Sample(**s) for s in data["samples"]])
+        _write(old, data["args"]["n"], args.replot.parent, plot_it=not args.no_plot)
+        return 0
     ns: list[int] = sorted(set(args.n or [10, 50]) | ({200} if args.big else set()))
 
     results = Results(
@@ -369,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             "jobs": args.jobs,
             "profile": args.profile,
             "crdb_certs": args.crdb_certs,
+            "label": args.label or _checkout(),
         },
     )
     print(f"bench: N={ns}, {args.rounds} rounds, --jobs {args.jobs}, load average {_load()}", flush=True)
@@ -384,22 +407,26 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     results.machine["load_after"] = _load()
 
+    _write(results, ns, args.results, plot_it=not args.no_plot)
+    return 0
+
+
+def _write(results: Results, ns: list[int], where: Path, plot_it: bool) -> None:
     rows = table(results, ns)
     text = markdown(results, rows)
     print("\n" + text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "results.md").write_text(text)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "results.md").write_text(text)
     data = {
         "machine": results.machine,
         "args": results.args,
         "table": rows,
         "samples": [asdict(s) for s in results.samples],
     }
-    (args.results / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    if not args.no_plot:
-        plot(results, rows, args.results / "results.png")
-    print(f"written: {args.results}/results.md, results.json" + ("" if args.no_plot else ", results.png"))
-    return 0
+    (where / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    if plot_it:
+        plot(results, rows, where / "results.png")
+    print(f"written: {where}/results.md, results.json" + (", results.png" if plot_it else ""))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ SAFE_DIR = "my-safe-directory"  # CA keys, and nothing else
 NODES_DIR = "nodes"  # one complete certs directory per node
 REQUESTS_DIR = "requests"  # rendered request configs and CSRs
 STATE_DIR = ".crdb-certs"  # lock file and staging area
+BACKUP_DIR = "backup"  # renew and rotate-ca keep what they replace in backup/<UTC time>/
 
 CA_CERT = "ca.crt"
 CLIENT_CA_CERT = "ca-client.crt"

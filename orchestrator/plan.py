@@ -64,13 +64,21 @@ class Copy:
 
 
 @dataclass(frozen=True)
+class Append:
+    """`cat src >> dst`: how a CA file becomes a rotation bundle (the new CA first, the old one after it)."""
+
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
 class Verify:
     """Read the certificate back and compare it with what was asked for."""
 
     expect: Expect
 
 
-Step = Run | MakeDirs | Write | Chmod | Remove | Copy | Verify
+Step = Run | MakeDirs | Write | Chmod | Remove | Copy | Append | Verify
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,11 @@ class State:
 
     fresh: frozenset[str] = frozenset()  # ids of tasks whose artefact is present and right
     present: frozenset[str] = frozenset()  # relative paths of files that exist
+    # rotate-ca: names of the CAs (ca, ca-client, ca-ui) to replace by a new key and certificate; the old
+    # certificate stays in the CA file after the new one, so that leaves of either are trusted meanwhile.
+    rotate: frozenset[str] = frozenset()
+    # renew --keep-keys: ids of the certificate tasks that sign a new request made from the existing key.
+    keep_keys: frozenset[str] = frozenset()
 
 
 # ------------------------------------------------------------------------------------------------ CAs
@@ -184,25 +197,51 @@ def build(spec: Spec, state: State | None = None) -> Plan:
         tasks.append(_ca_task(ca, profile, days, spec, state))
         tasks.append(_database_task(ca, profile))
     for node in spec.nodes:
-        tasks.append(_node_task(node.name, node.hosts, spec, profile, cas.node, days.cert))
+        task_id = f"node:{node.name}"
+        new_key = task_id not in state.keep_keys
+        tasks.append(_node_task(node.name, node.hosts, spec, profile, cas.node, days.cert, new_key))
     for i, client in enumerate(spec.clients):
         cert = f"{names.CERTS_DIR}/{names.client_cert(client.user)}"
         request = Request(f"client.{client.user}", client.user, cert, first_user=i == 0, pkcs8=client.pkcs8)
-        tasks.append(_client_task(f"client:{client.user}", request, cas.client, profile, days.cert, spec))
+        task_id = f"client:{client.user}"
+        new_key = task_id not in state.keep_keys
+        tasks.append(_client_task(task_id, request, cas.client, profile, days.cert, spec, new_key))
     if spec.layout != "standard":
         for node in spec.nodes:
             cert = f"{names.node_dir(node.name)}/client.node.crt"
             request = Request(f"client-node.{node.name}", "node", cert)
-            tasks.append(
-                _client_task(f"client-node:{node.name}", request, cas.client, profile, days.cert, spec)
-            )
+            task_id = f"client-node:{node.name}"
+            new_key = task_id not in state.keep_keys
+            tasks.append(_client_task(task_id, request, cas.client, profile, days.cert, spec, new_key))
     if spec.ui:
-        tasks.append(_ui_task(spec.ui, cas.ui, profile, days.cert, spec))
+        tasks.append(_ui_task(spec.ui, cas.ui, profile, days.cert, spec, "ui" not in state.keep_keys))
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
     tasks.append(_bundle_task(bundles))
     return Plan(spec, tuple(_keep_needed(tasks, state)), bundles)
+
+
+def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
+    """`rotate-ca --finish`: each CA file in `cas` (ca, ca-client, ca-ui) keeps only its first certificate,
+    the new CA, and the certs directories get the result. Everything else is planned as by `build`."""
+    full = build(spec, state)
+    finish: list[Task] = []
+    for task in build(spec).tasks:
+        if task.id in cas and task.expect is not None:
+            only_new = f"{names.REQUESTS_DIR}/{task.id}.new.crt"
+            steps: tuple[Step, ...] = (
+                Run(
+                    ("openssl", "x509", "-in", task.expect.cert, "-out", only_new),
+                    reads=(task.expect.cert,),
+                    writes=(only_new,),
+                ),
+                Copy(only_new, task.expect.cert),
+                Verify(task.expect),
+            )
+            finish.append(Task(f"{task.id}:finish", f"{task.expect.cert}: the new CA only", steps))
+    tasks = [*full.tasks[:-1], *finish, full.tasks[-1]]  # before the certs directories are assembled
+    return Plan(spec, tuple(tasks), full.bundles)
 
 
 def build_requests(spec: Spec, state: State) -> Plan:
@@ -312,7 +351,9 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
             Verify(expect),
         )
         return Task(ca.task_id, f"CA {ca.cert} (yours)", steps, expect)
-    new_key = ca.key not in state.present  # an existing CA key is never replaced
+    rotate = ca.name in state.rotate
+    # An existing CA key is never replaced, but by rotate-ca (the runner keeps the old one in the backup).
+    new_key = rotate or ca.key not in state.present
     expect = Expect(
         cert=ca.cert,
         key=ca.key,
@@ -320,8 +361,11 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
         subject=(("O", "Cockroach"), ("CN", ca.common_name)),
         is_ca=True,
     )
+    # rotate-ca: the old CA certificate is set aside, and appended to the new one once that is made.
+    previous = f"{names.REQUESTS_DIR}/{ca.name}.old.crt"
     steps = (
         Write(ca.cnf, cnf_text),
+        *((Copy(ca.cert, previous),) if rotate else ()),
         *(_keygen(ca.key, spec) if new_key else ()),
         Run(
             (
@@ -342,9 +386,11 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
             reads=(ca.cnf, ca.key),
             writes=(ca.cert,),
         ),
+        *((Append(previous, ca.cert),) if rotate else ()),
         Verify(expect),
     )
-    return Task(ca.task_id, f"CA {ca.cert}", steps, expect)
+    title = f"CA {ca.cert}" + (" (new CA first, the old one after it)" if rotate else "")
+    return Task(ca.task_id, title, steps, expect)
 
 
 def _database_task(ca: CA, profile: Profile) -> Task:
@@ -359,7 +405,7 @@ def _database_task(ca: CA, profile: Profile) -> Task:
 
 
 def _node_task(
-    name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, ca: CA, cert_days: int
+    name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, ca: CA, cert_days: int, new_key: bool
 ) -> Task:
     where = names.node_dir(name)
     key, cert = f"{where}/{names.NODE_KEY}", f"{where}/{names.NODE_CERT}"
@@ -380,7 +426,7 @@ def _node_task(
     expect = Expect(cert=cert, key=key, issuer=ca.cert, subject=subject, dns=dns, ips=ips, eku=eku)
     steps = (
         Write(cnf, cnf_text),
-        *_keygen(key, spec),
+        *(_keygen(key, spec) if new_key else ()),
         _request(cnf, key, csr, ascii_only=True),
         *_sign(ca, profile, "signing_node_req", csr, cert, extfile, cert_days),
         Verify(expect),
@@ -389,7 +435,7 @@ def _node_task(
 
 
 def _client_task(
-    task_id: str, request: Request, ca: CA, profile: Profile, cert_days: int, spec: Spec
+    task_id: str, request: Request, ca: CA, profile: Profile, cert_days: int, spec: Spec, new_key: bool = True
 ) -> Task:
     cnf, csr = f"{names.REQUESTS_DIR}/{request.name}.cnf", f"{names.REQUESTS_DIR}/{request.name}.csr"
     root_san = request.first_user and profile.first_user_root_san
@@ -410,7 +456,7 @@ def _client_task(
     )
     steps: tuple[Step, ...] = (
         Write(cnf, cnf_text),
-        *_keygen(request.key, spec),
+        *(_keygen(request.key, spec) if new_key else ()),
         _request(cnf, request.key, csr, ascii_only=request.user.isascii()),
         *_sign(ca, profile, "signing_client_req", csr, request.cert, None, cert_days),
         Verify(expect),
@@ -443,7 +489,9 @@ def _client_task(
     return Task(task_id, title, steps, expect, signer=ca.task_id)
 
 
-def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, spec: Spec) -> Task:
+def _ui_task(
+    ui: UI, ca: CA | None, profile: Profile, cert_days: int, spec: Spec, new_key: bool = True
+) -> Task:
     cert, key = f"{names.CERTS_DIR}/{names.UI_CERT}", f"{names.CERTS_DIR}/{names.UI_KEY}"
     if ca is None:
         assert ui.cert and ui.key  # an import, checked when the spec was loaded (imports.py)
@@ -467,7 +515,7 @@ def _ui_task(ui: UI, ca: CA | None, profile: Profile, cert_days: int, spec: Spec
     )
     steps = (
         Write(cnf, cnf_text),
-        *_keygen(key, spec),
+        *(_keygen(key, spec) if new_key else ()),
         _request(cnf, key, csr, ascii_only=True),
         *_sign(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), cert_days),
         Verify(expect),

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import names, plan, script, state
+from orchestrator import backups, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems
 from orchestrator.errors import RunError, UserError
 from orchestrator.openssl import OpenSSL
-from orchestrator.plan import Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Verify, Write
+from orchestrator.plan import Append, Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Verify, Write
 from orchestrator.spec import Spec
 
 Progress = Callable[[str], None]
@@ -39,6 +39,7 @@ class Result:
     plan: Plan  # what was run: only the tasks that were needed
     changed: tuple[str, ...]  # files written or replaced, relative to the output folder
     transcript: Path | None
+    backup: Path | None = None  # where the files this run replaced were kept (renew, rotate-ca)
 
 
 def issue(
@@ -48,9 +49,12 @@ def issue(
     jobs: int = 0,
     progress: Progress | None = None,
     planner: Callable[[Path], Plan] | None = None,
+    backup: Path | None = None,
 ) -> Result:
     """Make or complete the PKI for `spec` in `out`. `planner` (default: `pending`) decides what to run;
-    it is called under the lock, so it sees the folder as no other run is changing it."""
+    it is called under the lock, so it sees the folder as no other run is changing it. With `backup`
+    (renew, rotate-ca), every file the run replaces is first kept in a new `<backup>/<UTC time>/` folder,
+    and a CA the plan rotates may get a new key: the old one is moved there."""
     out.mkdir(parents=True, exist_ok=True)
     work = out / names.STATE_DIR
     work.mkdir(mode=names.DIR_MODE, exist_ok=True)
@@ -58,14 +62,15 @@ def issue(
         todo = planner(out) if planner else pending(spec, out)
         _remove_leftovers(work)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
+        kept = None
         try:
             _stage_inputs(todo, out, stage)
             _run(todo, stage, openssl, jobs or os.cpu_count() or 1, progress or (lambda _: None))
-            changed = _commit(todo, out, stage, work)
+            changed, kept = _commit(todo, out, stage, work, backup)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         transcript = _write_transcript(todo, out) if changed else None
-    return Result(todo, tuple(changed), transcript)
+    return Result(todo, tuple(changed), transcript, kept)
 
 
 def pending(spec: Spec, out: Path) -> Plan:
@@ -103,6 +108,8 @@ def _reads(step: Step) -> tuple[str, ...]:
             return reads
         case Copy(src=src):
             return (src,)
+        case Append(src=src, dst=dst):
+            return (src, dst)
         case Verify(expect=e):
             return tuple(p for p in (e.cert, e.key, e.issuer) if p)
     return ()
@@ -112,7 +119,7 @@ def _writes(step: Step) -> tuple[str, ...]:
     match step:
         case Run(writes=writes):
             return writes
-        case Write(path=path) | Copy(dst=path):
+        case Write(path=path) | Copy(dst=path) | Append(dst=path):
             return (path,)
     return ()
 
@@ -171,6 +178,9 @@ def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
             (stage / dst).unlink(missing_ok=True)
             shutil.copyfile(stage / src, stage / dst)  # created private (umask 077), never with src's mode
             (stage / dst).chmod(mode)
+        case Append(src=src, dst=dst):
+            with (stage / dst).open("ab") as target:
+                target.write((stage / src).read_bytes())
         case Verify(expect=expect):
             wrong = problems(expect, stage)
             if wrong:
@@ -197,13 +207,17 @@ def _check_output(path: Path, argv: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------------------- commit
 
 
-def _commit(todo: Plan, out: Path, stage: Path, work: Path) -> list[str]:
+def _commit(
+    todo: Plan, out: Path, stage: Path, work: Path, backup: Path | None = None
+) -> tuple[list[str], Path | None]:
     """Move what changed into place: CA keys first, then the CA databases and configs, then each certs
-    directory as a whole (a directory rename), so a certs directory is never seen half-written."""
+    directory as a whole (a directory rename), so a certs directory is never seen half-written.
+    With `backup`, what is replaced is kept there first (a CA key is moved, never copied)."""
     staged = sorted(
         p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
+    kept = backups.keep(out, changed, backup) if backup is not None else None
     for path in changed:
         if path.startswith(names.SAFE_DIR + "/") and (out / path).exists():
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
@@ -214,7 +228,7 @@ def _commit(todo: Plan, out: Path, stage: Path, work: Path) -> list[str]:
         os.replace(stage / path, out / path)
     for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
         _swap_in(folder, [p for p, d in bundle_of.items() if d == folder], out, stage, work)
-    return changed
+    return changed, kept
 
 
 def _swap_in(folder: str, files: list[str], out: Path, stage: Path, work: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 
-from orchestrator.plan import Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Task, Verify, Write
+from orchestrator.plan import Append, Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Task, Verify, Write
 
 _HEADER = """\
 #!/usr/bin/env bash
@@ -54,6 +54,8 @@ def shell(step: Step) -> str:
             return shlex.join(("cp", "-p", src, dst))
         case Copy(src=src, dst=dst, mode=int(mode)):
             return f"install -m {mode:o} {shlex.quote(src)} {shlex.quote(dst)}"
+        case Append(src=src, dst=dst):
+            return f"cat {shlex.quote(src)} >> {shlex.quote(dst)}"
         case Verify(expect=expect):
             return shlex.join(
                 (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.certcheck import problems
-from orchestrator.plan import Copy, Plan, Run, State, Verify, Write
+from orchestrator.plan import Append, Copy, Plan, Run, State, Verify, Write
 
 
 def inspect(out: Path, full: Plan) -> State:
@@ -26,7 +26,7 @@ def paths(plan: Plan) -> set[str]:
                 found.update(reads, writes)
             case Write(path=path):
                 found.add(path)
-            case Copy(src=src, dst=dst):
+            case Copy(src=src, dst=dst) | Append(src=src, dst=dst):
                 found.update((src, dst))
             case Verify(expect=e):
                 found.update(p for p in (e.cert, e.key, e.issuer) if p)

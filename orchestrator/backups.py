@@ -1,0 +1,57 @@
+"""What renew and rotate-ca replace is kept, not deleted: `backup/<UTC time>/<relative path>`.
+
+The backup folder sits beside certs/ and nodes/, never inside a certs directory (CockroachDB would try
+to load a `*.crt` found there) and never inside a node's bundle (it would be copied to the node). Files
+keep their modes, so a key stays 0400; a CA key is moved there (it must not stay where a new CA key
+goes), every other file is copied (the certs directories are swapped in whole afterwards).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator import names
+
+
+def keep(out: Path, changed: list[str], root: Path) -> Path | None:
+    """Keep the current version of each file in `changed` (paths relative to `out`) that exists, in a
+    new folder under `root`; returns that folder (None: nothing existed, so nothing is replaced)."""
+    existing = [p for p in changed if (out / p).is_file()]
+    if not existing:
+        return None
+    folder = _new_folder(root)
+    for path in existing:
+        target = folder / path
+        target.parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+        if path.startswith(names.SAFE_DIR + "/"):
+            _move(out / path, target)
+        else:
+            shutil.copy2(out / path, target)
+    return folder
+
+
+def _new_folder(root: Path) -> Path:
+    root.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        folder = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(mode=names.DIR_MODE)
+        except FileExistsError:
+            continue
+        return folder
+    raise RuntimeError(f"{root}: no free backup folder name for {stamp}")
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        os.rename(source, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:  # my-safe-directory/ may be a link to another file system
+            raise
+        shutil.copy2(source, target)
+        source.unlink()

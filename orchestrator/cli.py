@@ -7,13 +7,28 @@ import difflib
 import json
 import shlex
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from orchestrator import audit, certlist, imports, openssl, plan, runner, script, spec, state
+from orchestrator import (
+    audit,
+    certlist,
+    duration,
+    imports,
+    k8s,
+    lifecycle,
+    names,
+    openssl,
+    plan,
+    runner,
+    script,
+    spec,
+    state,
+)
 from orchestrator.errors import ExitStatus, UserError
 from orchestrator.nextsteps import next_steps
 
@@ -208,6 +223,190 @@ def import_command(returned: Path, config: Path | None, out: Path, profile: str 
         f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
     )
     console.print(next_steps(the_spec, out))
+    return ExitStatus.OK
+
+
+out_option = click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="The output folder `issue` made.",
+)
+show_plan_option = click.option(
+    "--plan", "show_plan", is_flag=True, help="Print what would run, as a bash script; change nothing."
+)
+
+
+@cli.command()
+@config_option
+@out_option
+@click.option(
+    "--within",
+    default=None,
+    help="Renew every certificate that expires within this long: 12h, 30d, 2w [default: 30d].",
+)
+@click.option(
+    "--nodes", default=None, help="Renew exactly these nodes' certificates (names, comma-separated)."
+)
+@click.option("--clients", default=None, help="Renew exactly these users' certificates (comma-separated).")
+@click.option("--keep-keys", is_flag=True, help="Sign a new request made from each existing key.")
+@show_plan_option
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def renew(
+    config: Path | None,
+    out: Path,
+    within: str | None,
+    nodes: str | None,
+    clients: str | None,
+    keep_keys: bool,
+    show_plan: bool,
+    quiet: bool,
+) -> int:
+    """Re-issue node and client certificates with the same CA (new keys unless --keep-keys).
+
+    The files replaced are kept in OUT/backup/<UTC time>/ until you delete them.
+    """
+    the_spec = spec.load(config)
+    node_names, users = _csv(nodes), _csv(clients)
+    if within is not None and (node_names or users):
+        raise UserError("--within: not with --nodes/--clients, which renew exactly the certificates named")
+    window = duration.parse("--within", within) if within is not None else None
+
+    def planner(where: Path) -> plan.Plan:
+        chosen = lifecycle.select(the_spec, where, node_names, users, window)
+        return lifecycle.renew_plan(the_spec, where, chosen, keep_keys)
+
+    todo = planner(out)  # every mistake is reported before anything is touched
+    if show_plan:
+        click.echo(lifecycle.script_for(todo, out, f"crdb-certs renew for {out}"), nl=False)
+        return ExitStatus.OK
+    if not todo.work():
+        shown = duration.show(window or lifecycle.DEFAULT_WINDOW)
+        if not quiet:
+            click.echo(f"{out}: nothing expires within {shown}; nothing renewed")
+        return ExitStatus.OK
+    result = runner.issue(the_spec, out, openssl.find(), planner=planner, backup=out / names.BACKUP_DIR)
+    return _report_lifecycle(the_spec, out, config, result, "renew", quiet)
+
+
+@cli.command(name="rotate-ca")
+@config_option
+@out_option
+@click.option(
+    "--finish", is_flag=True, help="Drop the old CA from the CA files, once every certificate is re-issued."
+)
+@show_plan_option
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, quiet: bool) -> int:
+    """Replace the CA: a new CA key and certificate, every leaf re-issued from it.
+
+    Each ca.crt (ca-client.crt, ca-ui.crt) holds the new CA first and the old one after it, so every node
+    trusts leaves of both while the new files are rolled out; then `rotate-ca --finish` drops the old CA.
+    The old CA key and every replaced file are kept in OUT/backup/<UTC time>/.
+    """
+    the_spec = spec.load(config)
+
+    def planner(where: Path) -> plan.Plan:
+        return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
+
+    todo = planner(out)  # every refusal comes before anything is touched
+    stage = "finish" if finish else "rotate"
+    if show_plan:
+        click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage}) for {out}"), nl=False)
+        return ExitStatus.OK
+    result = runner.issue(the_spec, out, openssl.find(), planner=planner, backup=out / names.BACKUP_DIR)
+    return _report_lifecycle(the_spec, out, config, result, stage, quiet)
+
+
+def _report_lifecycle(
+    the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: str, quiet: bool
+) -> int:
+    console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    _audit_issued(out, result.plan.bundles, console)
+    if stage == "finish":
+        for ca in plan.signers(the_spec).all:
+            console.print(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted", markup=False)
+    elif stage == "rotate":
+        for ca in plan.signers(the_spec).all:
+            console.print(f"{out / ca.cert}: the new CA, then the old one (both trusted)", markup=False)
+    for task in result.plan.work():
+        if task.signer is not None:
+            console.print(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}", markup=False)
+    if result.backup:
+        what = "the old CA key and the files replaced" if stage == "rotate" else "the files replaced"
+        console.print(f"{what}: kept in {result.backup} (delete it when you no longer need it)", markup=False)
+    nodes, users = lifecycle.touched(result.plan)
+    if stage != "renew":
+        nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
+    console.print(lifecycle.rollout(the_spec, out, config, stage, nodes, users), markup=False)
+    return ExitStatus.OK
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@cli.command(name="check")
+@click.argument("target", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--within", default="30d", show_default=True, help="The window: 12h, 30d, 2w (hours, days, weeks)."
+)
+def check_command(target: Path, within: str) -> int:
+    """Exit 1 if a certificate in TARGET expires within the window (each listed), 0 if none does.
+
+    TARGET is a certs directory, or an output folder (its certs/ and every nodes/<name>/ are checked).
+    For cron and CI: exit 2 on a usage error.
+    """
+    window = duration.parse("--within", within)
+    now = datetime.now(UTC)
+    found, seen = lifecycle.expiring(target, window, now)
+    for expiry in found:
+        click.echo(expiry.line(now))
+    if found:
+        return ExitStatus.FINDINGS
+    click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
+    return ExitStatus.OK
+
+
+@cli.group(name="export")
+def export_group() -> None:
+    """Write the certificates in a form another system reads."""
+
+
+@export_group.command(name="k8s")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The YAML file to write (0600: it holds the private keys).",
+)
+@click.option("--namespace", default=None, help="The namespace of every Secret [default: none given].")
+@config_option
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="The output folder `issue` made.",
+)
+@click.option("--name-prefix", default="cockroachdb", show_default=True, help="Secret names start with it.")
+def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Path, name_prefix: str) -> int:
+    """Kubernetes Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user."""
+    the_spec = spec.load(config)
+    found = k8s.secrets(the_spec, source, name_prefix)
+    k8s.write_private(out, k8s.manifest(found, namespace, source))
+    for secret in found:
+        click.echo(f"{out}: Secret {secret.name} ({secret.about})")
+    node_secrets = [s.name for s in found if s.about.startswith("node ")]
+    root_secret = next((s.name for s in found if s.about == "user root"), None)
+    if len(node_secrets) == 1 and root_secret:  # the chart gives every pod the same node secret
+        click.echo(
+            "Helm chart: --set tls.enabled=true,tls.certs.provided=true,tls.certs.tlsSecret=true,"
+            f"tls.certs.nodeSecret={node_secrets[0]},tls.certs.clientRootSecret={root_secret}"
+        )
+    click.echo(f"Then: kubectl apply -f {shlex.quote(str(out))}, and delete {out}: it holds private keys.")
     return ExitStatus.OK
 
 

@@ -1,0 +1,355 @@
+"""Day 2: renewing leaf certificates, rotating the CA, and finding what expires soon.
+
+Renewal and rotation are plans like `issue`'s (plan.build with a State that says what to do again), run by
+the same runner, so they are staged, verified, committed per certs directory and printable as bash. The
+runner keeps every file they replace in backup/<UTC time>/.
+
+CA rotation, as CockroachDB's rotate-certificates page describes it: a CA file holding the new CA first
+and the old CA after it is trusted in full by every node, so leaves of either CA work while they are being
+replaced; the new CA is first because that is the certificate openssl signs with and the one the
+freshness check (certcheck.problems) and CockroachDB's `cert list` read. `--finish` drops the old CA.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from orchestrator import names, plan, script, state, validate
+from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
+from orchestrator.certsdir import read as read_dir
+from orchestrator.errors import SpecError, UserError
+from orchestrator.plan import Append, Copy, Plan, Run, Step, Task, Write
+from orchestrator.spec import Spec
+
+DEFAULT_WINDOW = timedelta(days=30)
+
+# ------------------------------------------------------------------------------------------- renew
+
+
+def leaves(full: Plan) -> list[Task]:
+    """The certificates crdb-certs signs (node, client, client.node, UI): what renew can re-issue."""
+    return [t for t in full.tasks if t.expect is not None and t.signer is not None]
+
+
+def select(
+    spec: Spec,
+    out: Path,
+    nodes: tuple[str, ...] = (),
+    clients: tuple[str, ...] = (),
+    within: timedelta | None = None,
+    now: datetime | None = None,
+) -> list[str]:
+    """The ids of the leaf tasks to renew: exactly the named nodes and clients, or else every leaf that
+    expires within the window (default 30 days)."""
+    full = plan.build(spec)
+    ids = {t.id for t in leaves(full)}
+    if nodes or clients:
+        known_nodes = [n.name for n in spec.nodes]
+        known_users = [c.user for c in spec.clients]
+        chosen: list[str] = []
+        for name in nodes:
+            if name not in known_nodes:
+                raise SpecError("--nodes", name, f"is not a node of the spec ({_listed(known_nodes)})")
+            chosen += [i for i in (f"node:{name}", f"client-node:{name}") if i in ids]
+        for raw in clients:
+            user = validate.user("--clients", raw)
+            if user not in known_users:
+                raise SpecError("--clients", raw, f"is not a client of the spec ({_listed(known_users)})")
+            chosen.append(f"client:{user}")
+        return list(dict.fromkeys(chosen))
+    now = now or datetime.now(UTC)
+    window = DEFAULT_WINDOW if within is None else within
+    chosen = []
+    for task in leaves(full):
+        assert task.expect is not None
+        try:
+            cert = load_cert(out / task.expect.cert)
+        except (OSError, ValueError):
+            continue  # missing or unreadable: not fresh, so the plan makes it anyway
+        if cert.not_valid_after_utc - now <= window:
+            chosen.append(task.id)
+    return chosen
+
+
+def renew_plan(spec: Spec, out: Path, chosen: Iterable[str], keep_keys: bool = False) -> Plan:
+    """Re-issue the leaf tasks `chosen` with the same CA (and whatever `issue` would make anyway)."""
+    full = plan.build(spec)
+    _require_issued(spec, out)
+    found = state.inspect(out, full)
+    chosen = frozenset(chosen)
+    if keep_keys:
+        for task in leaves(full):
+            if task.id in chosen and task.expect is not None:
+                _require_key(out, task.expect.key)
+    return plan.build(
+        spec, replace(found, fresh=found.fresh - chosen, keep_keys=chosen if keep_keys else frozenset())
+    )
+
+
+def _require_key(out: Path, key: str) -> None:
+    try:
+        load_key(out / key)
+    except (OSError, ValueError, TypeError) as e:
+        reason = e.__class__.__name__
+        raise UserError(f"--keep-keys: {out / key} cannot be read as a key ({reason})") from None
+
+
+def _require_issued(spec: Spec, out: Path) -> None:
+    for ca in plan.signers(spec).all:
+        if not (out / ca.cert).is_file():
+            raise UserError(f"{out / ca.cert}: missing; `crdb-certs issue` makes the PKI first")
+
+
+# ------------------------------------------------------------------------------------- CA rotation
+
+
+def ca_files(spec: Spec) -> list[plan.CA]:
+    """The CAs a rotation replaces: every CA crdb-certs made (ca, and ca-client / ca-ui in those layouts)."""
+    if spec.ca is not None:
+        raise UserError(
+            "rotate-ca: the spec's [ca] is your own CA, which crdb-certs never changes; rotate it where it"
+            " was made, point [ca] at the new one, then `crdb-certs issue`"
+        )
+    return plan.signers(spec).all
+
+
+def in_rotation(spec: Spec, out: Path) -> list[str]:
+    """The CA files that hold more than one certificate (a rotation not finished)."""
+    found = []
+    for ca in plan.signers(spec).all:
+        try:
+            if len(load_certs(out / ca.cert)) > 1:
+                found.append(ca.cert)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def rotate_plan(spec: Spec, out: Path) -> Plan:
+    """A new key and certificate for every CA, the old certificate kept after the new one in the CA
+    file, and every leaf re-issued from the new CA."""
+    cas = ca_files(spec)
+    _require_issued(spec, out)
+    busy = in_rotation(spec, out)
+    if busy:
+        raise UserError(
+            f"{out / busy[0]} holds the CA being rotated out: a rotation is not finished; roll it out and"
+            " run `crdb-certs rotate-ca --finish` first"
+        )
+    full = plan.build(spec)
+    found = state.inspect(out, full)
+    ids = frozenset(ca.name for ca in cas)
+    return plan.build(spec, replace(found, fresh=found.fresh - ids, rotate=ids))
+
+
+def finish_plan(spec: Spec, out: Path) -> Plan:
+    """Drop the old CA from each rotation bundle; refused while a leaf is still signed by it."""
+    ca_files(spec)
+    busy = in_rotation(spec, out)
+    if not busy:
+        raise UserError(
+            f"no CA rotation to finish in {out}: every CA file holds one certificate"
+            " (`crdb-certs rotate-ca` starts one)"
+        )
+    full = plan.build(spec)
+    old = still_old(full, out)
+    if old:
+        more = f" and {len(old) - 3} more" if len(old) > 3 else ""
+        raise UserError(
+            f"rotate-ca --finish: {', '.join(old[:3])}{more} still signed by the old CA;"
+            " `crdb-certs issue` re-issues them from the new one"
+        )
+    found = state.inspect(out, full)
+    return plan.build_finish(spec, found, frozenset(Path(cert).stem for cert in busy))
+
+
+def still_old(full: Plan, out: Path) -> list[str]:
+    """The leaves not signed by the first (new) certificate of their CA file."""
+    old = []
+    for task in leaves(full):
+        assert task.expect is not None and task.expect.issuer is not None
+        try:
+            cert, ca = load_cert(out / task.expect.cert), load_cert(out / task.expect.issuer)
+        except (OSError, ValueError):
+            old.append(task.expect.cert)  # missing: the new CA has not signed it either
+            continue
+        if not signed_by(cert, ca):
+            old.append(task.expect.cert)
+    return old
+
+
+# -------------------------------------------------------------------------------- operator's steps
+
+
+def touched(todo: Plan) -> tuple[list[str], list[str]]:
+    """The nodes and the users whose files a plan makes anew."""
+    made = [t.id for t in todo.tasks if t.expect is not None and any(not _is_config(s) for s in t.steps)]
+    nodes = [i.split(":", 1)[1] for i in made if i.startswith(("node:", "client-node:"))]
+    users = [i.split(":", 1)[1] for i in made if i.startswith("client:")]
+    return list(dict.fromkeys(nodes)), users
+
+
+def rollout(
+    spec: Spec, out: Path, config: Path | None, stage: str, nodes: list[str], users: list[str]
+) -> str:
+    """What the operator does next. `stage`: renew | rotate | finish; `nodes` and `users`: whose files
+    changed (a UI certificate is in every node's folder).
+
+    A rotation is rolled out in two passes: first only the CA files, so that every node trusts both CAs
+    before any node presents a certificate of the new one (a node that still trusts only the old CA
+    would refuse it); then the new certificates and keys.
+    """
+    certs = out / names.CERTS_DIR
+    reload = "pkill -SIGHUP -x cockroach  (or restart it: a rolling restart, one node at a time)"
+    ca_names = [Path(ca.cert).name for ca in plan.signers(spec).all]
+    lines = [""]
+    if stage == "rotate":
+        lines.append("Next, 1 of 3, the new CA beside the old one (nodes keep their certificates for now):")
+        for name in nodes:
+            files = " ".join(str(out / names.node_dir(name) / ca) for ca in ca_names)
+            lines.append(
+                f"  copy {files} to {name}'s certs directory, then there: pkill -SIGHUP -x cockroach"
+            )
+        if spec.clients:
+            lines.append(f"  give each client {certs / names.CA_CERT}")
+        lines.append("2 of 3, once every node trusts both CAs: the certificates of the new CA")
+    elif stage == "finish":
+        lines.append("Next, 3 of 3: the old CA removed (its certificates are refused from then on):")
+    else:
+        lines.append("Next:")
+    for name in nodes:
+        lines.append(
+            f"  copy {out / names.node_dir(name)}/ to {name}'s certs directory, then there: {reload}"
+        )
+    if stage == "finish" and spec.clients:
+        lines.append(f"  give each client the new {certs / names.CA_CERT}")
+    for user in users:
+        lines.append(
+            f"  give {user}'s clients {certs / names.client_cert(user)} and {names.client_key(user)}"
+        )
+    if stage == "rotate":
+        flag = f" --config {shlex.quote(str(config))}" if config else ""
+        lines.append("3 of 3, once every node and client runs on the new certificates:")
+        lines.append(f"  crdb-certs rotate-ca --finish{flag} --out {shlex.quote(str(out))}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- scripts
+
+
+def script_for(todo: Plan, out: Path, title: str) -> str:
+    """The plan as bash, to run in `out`: first the backup crdb-certs makes of what the plan replaces
+    (keys openssl makes anew are moved there, since openssl will not write over a 0400 file)."""
+    tasks = [t for t in todo.tasks if any(not _is_config(s) for s in t.steps)]
+    written = list(dict.fromkeys(p for t in tasks for s in t.steps for p in _writes(s)))
+    existing = [p for p in written if (out / p).is_file()]
+    regenerated = {w for t in tasks for s in t.steps if isinstance(s, Run) and s.keygen for w in s.writes}
+    moved = [p for p in existing if p in regenerated]
+    copied = [p for p in existing if p not in regenerated]
+    lines = [f"cd {shlex.quote(str(out))}"]
+    if existing:
+        lines += [
+            "# crdb-certs keeps every file it replaces in backup/<UTC time>/ until you delete it",
+            f'backup={names.BACKUP_DIR}/"$(date -u +%Y%m%dT%H%M%SZ)"',
+            'mkdir -p "$backup"',
+        ]
+        if copied:
+            lines.append(f'cp -p --parents {" ".join(shlex.quote(p) for p in copied)} "$backup"/')
+        for path in moved:
+            folder = str(Path(path).parent)
+            lines.append(f'mkdir -p "$backup"/{shlex.quote(folder)}')
+            lines.append(f'mv {shlex.quote(path)} "$backup"/{shlex.quote(folder)}/')
+    text = script.script(todo, tasks, title=title)
+    # The header speaks of an empty folder; this script changes an existing one.
+    start, end = text.find("Run it in an empty folder"), text.find("\nset -euo pipefail")
+    if 0 < start < end:
+        text = text[:start] + "Run it in the output folder: it changes the files there." + text[end:]
+    return text.replace("umask 077\n", "umask 077\n" + "\n".join(lines) + "\n", 1)
+
+
+def _writes(step: Step) -> tuple[str, ...]:
+    match step:
+        case Run(writes=writes):
+            return writes
+        case Write(path=path) | Copy(dst=path) | Append(dst=path):
+            return (path,)
+    return ()
+
+
+def _is_config(step: Step) -> bool:
+    return isinstance(step, Write) and step.path.endswith(".cnf")
+
+
+# ------------------------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class Expiry:
+    where: str  # "nodes/n1/node.crt", "certificate #2 in certs/ca.crt"
+    not_after: datetime | None  # None: the file cannot be read
+    error: str = ""
+
+    def line(self, now: datetime) -> str:
+        if self.not_after is None:
+            return f"{self.where}: cannot be read ({self.error})"
+        when = self.not_after.strftime("%Y-%m-%d %H:%M UTC")
+        left = self.not_after - now
+        if left < timedelta(0):
+            return f"{self.where}: expired {when} ({_span(-left)} ago)"
+        return f"{self.where}: expires {when} (in {_span(left)})"
+
+
+def certs_dirs(target: Path) -> list[Path]:
+    """An output folder (certs/ and every nodes/<name>/), or one certs directory."""
+    if not target.is_dir():
+        raise UserError(f"{target}: not a directory")
+    if (target / names.CERTS_DIR).is_dir():
+        nodes = target / names.NODES_DIR
+        bundles = sorted(p for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+        return [target / names.CERTS_DIR, *bundles]
+    return [target]
+
+
+def expiring(target: Path, within: timedelta, now: datetime | None = None) -> tuple[list[Expiry], int]:
+    """Every certificate under `target` that expires within `within` (or cannot be read), soonest first,
+    and how many certificates were looked at. In a CA file every certificate counts (a rotation bundle's
+    old CA too); in a leaf's file only the first (the rest is its chain), as CockroachDB reads them."""
+    now = now or datetime.now(UTC)
+    found: list[Expiry] = []
+    seen = 0
+    for folder in certs_dirs(target):
+        prefix = "" if folder == target else folder.relative_to(target).as_posix() + "/"
+        for cert in read_dir(folder).certs:
+            name = prefix + cert.name
+            if not cert.certs:
+                found.append(Expiry(name, None, cert.error or "no certificate"))
+                continue
+            looked: list[x509.Certificate] = cert.certs if cert.usage.is_ca else cert.certs[:1]
+            for i, one in enumerate(looked):
+                seen += 1
+                if one.not_valid_after_utc - now <= within:
+                    where = name if i == 0 else f"certificate #{i + 1} in {name}"
+                    found.append(Expiry(where, one.not_valid_after_utc))
+    if not seen and not found:
+        raise UserError(f"{target}: no certificates found (give a certs directory or an output folder)")
+    found.sort(key=lambda e: (e.not_after is not None, e.not_after or now))
+    return found, seen
+
+
+def _span(span: timedelta) -> str:
+    if span >= timedelta(days=2):
+        return f"{span.days} days"
+    hours = int(span.total_seconds() // 3600)
+    if hours >= 1:
+        return f"{hours} hour{'s' if hours > 1 else ''}"
+    return f"{int(span.total_seconds() // 60)} minutes"
+
+
+def _listed(values: list[str]) -> str:
+    return "known: " + ", ".join(values) if values else "it has none"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator import names
 from orchestrator.certcheck import Expect
@@ -195,7 +195,13 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     tasks: list[Task] = [Task("dirs", "directories", (MakeDirs(_dirs(spec)),))]
     for ca in cas.all:
         tasks.append(_ca_task(ca, profile, days, spec, state))
-        tasks.append(_database_task(ca, profile))
+        database = _database_task(ca, profile)
+        if ca.name in state.rotate:
+            # The new CA keeps the database, so its serials go on from the old CA's: the docs' serials
+            # count 01, 02, … and a second 01 under the same CA name is a reused issuer and serial
+            # (which browsers refuse on the DB Console). Only a missing database is made anew.
+            database = replace(database, signer=None)
+        tasks.append(database)
     for node in spec.nodes:
         task_id = f"node:{node.name}"
         new_key = task_id not in state.keep_keys

@@ -318,6 +318,19 @@ def test_rotation_of_a_split_ca_layout_bundles_both_cas(tmp_path: Path) -> None:
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
 
 
+def test_rotation_with_the_docs_counted_serials_never_reuses_a_serial(tmp_path: Path) -> None:
+    # Both CAs are "O=Cockroach, CN=Cockroach CA": a leaf of the new CA numbered 01 again would share
+    # issuer name and serial with a leaf of the old one.
+    spec, out = issue(tmp_path, 'profile = "docs"')
+    before = {certs_of(out / leaf)[0].serial_number for leaf in LEAVES}
+    assert crdb("rotate-ca", "--config", spec, "--out", out, "-q") == 0
+    after = {certs_of(out / leaf)[0].serial_number for leaf in LEAVES}
+    assert len(after) == len(LEAVES) and not before & after
+    new_ca = certs_of(out / "certs/ca.crt")[0]
+    assert all(issued_by(certs_of(out / leaf)[0], new_ca) for leaf in LEAVES)
+    assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+
+
 def test_the_printed_rotation_script_does_what_rotate_ca_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -90,6 +90,12 @@ BUNDLE_KEYS = ("nodes/n1/node.key", "nodes/n2/node.key", "certs/client.root.key"
 # -------------------------------------------------------------------------------------------- renew
 
 
+@pytest.mark.parametrize("command", [("renew",), ("rotate-ca",), ("check",), ("export", "k8s")])
+def test_lifecycle_commands_have_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    assert crdb(*command, "--help") == 0
+    assert "Usage: crdb-certs " + " ".join(command) in capsys.readouterr().out
+
+
 def test_renew_reissues_what_expires_with_new_keys_and_keeps_the_old_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

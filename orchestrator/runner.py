@@ -1,7 +1,7 @@
 """Executing a plan: in a private staging folder, keys generated in parallel, signing in order, every
 output read back, and the result moved into place only when all of it is made and verified.
 
-Guarantees (see tests/test_safety.py):
+Guarantees (tests/test_faults.py, test_concurrency.py, test_openssl.py):
 - one run at a time per output folder (an exclusive lock, taken before the folder is even inspected);
 - keys are created under umask 077, so no key is readable by others at any moment;
 - an existing CA key is never replaced;
@@ -11,10 +11,15 @@ Guarantees (see tests/test_safety.py):
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
+import signal
+import stat
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,7 +30,7 @@ from pathlib import Path
 from cryptography import x509
 
 from orchestrator import backups, names, plan, script, state
-from orchestrator.certcheck import load_cert, load_key, problems
+from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import RunError, UserError
 from orchestrator.openssl import OpenSSL
 from orchestrator.plan import Append, Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Verify, Write
@@ -55,18 +60,26 @@ def issue(
     it is called under the lock, so it sees the folder as no other run is changing it. With `backup`
     (renew, rotate-ca), every file the run replaces is first kept in a new `<backup>/<UTC time>/` folder,
     and a CA the plan rotates may get a new key: the old one is moved there."""
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        out.mkdir(parents=True)
+        # Never writable by others, whatever the umask: whoever could rename in it could swap
+        # my-safe-directory/ for a folder of theirs.
+        out.chmod(stat.S_IMODE(out.stat().st_mode) & ~0o022)
     work = out / names.STATE_DIR
     work.mkdir(mode=names.DIR_MODE, exist_ok=True)
-    with _locked(work / "lock"), _umask(0o077):
-        todo = planner(out) if planner else pending(spec, out)
+    work.chmod(names.DIR_MODE)  # it holds staged keys
+    with _locked(work / "lock"), _umask(0o077), _terminate_as_interrupt():
+        # First undo what a killed run left (a certs directory mid-swap is put back), then look.
         _remove_leftovers(work)
+        todo = planner(out) if planner else pending(spec, out)
+        _refuse_to_replace_a_ca(todo, out, rotating=backup is not None)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
         kept = None
         try:
             _stage_inputs(todo, out, stage)
             _run(todo, stage, openssl, jobs or os.cpu_count() or 1, progress or (lambda _: None))
-            changed, kept = _commit(todo, out, stage, work, backup)
+            with _signals_deferred():
+                changed, kept = _commit(todo, out, stage, work, backup)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         transcript = _write_transcript(todo, out) if changed else None
@@ -76,6 +89,37 @@ def issue(
 def pending(spec: Spec, out: Path) -> Plan:
     """What `issue` would run now (for --check); reads only."""
     return plan.build(spec, state.inspect(out, plan.build(spec)))
+
+
+def _refuse_to_replace_a_ca(todo: Plan, out: Path, rotating: bool = False) -> None:
+    """A CA certificate is only ever made again with the key it already has (a renewal). A new CA key
+    beside an existing CA certificate, or a key that is not that certificate's, means a new CA that every
+    node and client must be given: never done silently (issue 5). `rotate-ca` does it on purpose (a plan
+    that appends the old CA to the new one, with a backup for the old key)."""
+    for task in todo.tasks:
+        expect = task.expect
+        if expect is None or not expect.is_ca or not any(isinstance(s, Run) for s in task.steps):
+            continue
+        if rotating and any(isinstance(s, Append) and s.dst == expect.cert for s in task.steps):
+            continue
+        cert, key = out / expect.cert, out / expect.key
+        if not cert.is_file():
+            continue
+        new_key = any(isinstance(s, Run) and s.keygen and expect.key in s.writes for s in task.steps)
+        if new_key:
+            raise UserError(
+                f"{cert}: this CA certificate exists but its key {expect.key} does not; put the key back, "
+                f"or move {expect.cert} away to start a new CA (and re-issue everything it signed)"
+            )
+        try:
+            same = public_bytes(load_key(key)) == public_bytes(load_cert(cert))
+        except (OSError, ValueError, TypeError):
+            continue  # an unreadable certificate is remade with the key that is there
+        if not same:
+            raise UserError(
+                f"{key}: this is not the key of {cert}; put the CA's own key back, "
+                f"or move {expect.cert} away to start a new CA (and re-issue everything it signed)"
+            )
 
 
 # ---------------------------------------------------------------------------------------- staging
@@ -98,8 +142,17 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
             if path in written:
                 shutil.copy2(source, target)
             else:
+                if path.endswith(".key"):
+                    _check_private(source)
                 target.symlink_to(source.resolve())
         made.update(_writes(step))
+
+
+def _check_private(key: Path) -> None:
+    """A key this run signs with must be its owner's alone (as certstrap re-checks a key's mode on read)."""
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if mode & 0o077:
+        raise UserError(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
 
 
 def _reads(step: Step) -> tuple[str, ...]:
@@ -223,12 +276,49 @@ def _commit(
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
     bundle_of = {p: d for p in changed for d in todo.bundles if p.startswith(d + "/")}
     loose = [p for p in changed if p not in bundle_of]
-    for path in sorted(loose, key=lambda p: not p.startswith(names.SAFE_DIR + "/")):
+    for path in sorted(loose, key=_commit_order):
         (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
-        os.replace(stage / path, out / path)
+        if path.startswith(names.SAFE_DIR + "/"):
+            _place_new(stage / path, out / path)
+        else:
+            os.replace(stage / path, out / path)
     for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
         _swap_in(folder, [p for p, d in bundle_of.items() if d == folder], out, stage, work)
     return changed, kept
+
+
+def _place_new(src: Path, dst: Path) -> None:
+    """Put a new CA key in place with link(2), which fails if the name exists: never replaces a key, even
+    against a writer that is not crdb-certs. my-safe-directory/ may be a link to another file system
+    (a removable disk): then a private copy beside the target is linked in."""
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)  # created under umask 077
+        tmp.chmod(stat.S_IMODE(src.stat().st_mode))
+        try:
+            os.link(tmp, dst)
+        finally:
+            tmp.unlink()
+
+
+def _commit_order(path: str) -> tuple[int, str]:
+    """CA keys first (a certificate is never published without its key kept); a CA's serial file before
+    its database, so that a kill in between leaves a gap in the serials, never a serial issued twice
+    (`openssl ca` would refuse it and the run could not complete); every certs directory comes after."""
+    name = Path(path).name
+    if path.startswith(names.SAFE_DIR + "/"):
+        rank = 0
+    elif "serial" in name:
+        rank = 1
+    elif "index.txt" in name:
+        rank = 3
+    else:
+        rank = 2
+    return rank, path
 
 
 def _swap_in(folder: str, files: list[str], out: Path, stage: Path, work: Path) -> None:
@@ -286,13 +376,49 @@ def _is_config(step: Step) -> bool:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"crdb-certs: waiting for another run on {path.parent.parent} to finish …", flush=True)
+            print(
+                f"crdb-certs: waiting for another run on {path.parent.parent} to finish …",
+                file=sys.stderr,
+                flush=True,
+            )
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (docker stop, a CI timeout) ends the run like Ctrl-C: through every `finally`, so the
+    staging folder with its keys is removed. (SIGKILL cannot be caught: the next run cleans up.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

@@ -1,0 +1,70 @@
+"""Run `crdb-certs` and SIGKILL it after its k-th event: a fault-injection launcher for tests/test_faults.py.
+
+    python -m tests.fault_harness WHEN LOG crdb-certs-arguments...
+
+An event is a finished plan step (`runner._do` returned: "Write", "Run:genrsa", "Verify", ...) or a rename
+made while committing ("replace index.txt", "rename certs", "link ca.key"). Each event is appended to LOG
+before WHEN is looked at, so WHEN = "never" lists every point at which a kill can land. WHEN = "Verify"
+kills after the first event that starts with that text, "Run:ca@2" after the second one (keys are made
+in parallel threads, so a plain count would not always land on the same kind of step).
+
+Nothing in the product knows about this: the launcher wraps the functions from outside, in its own
+process, and kills that process with SIGKILL, which no handler or `finally` can intercept.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from orchestrator import runner
+from orchestrator.cli import main
+
+
+def install(when: str, log: Path) -> None:
+    prefix, _, nth = when.partition("@")
+    seen = 0
+    guard = threading.Lock()
+
+    def event(what: str) -> None:
+        nonlocal seen
+        with guard:
+            with log.open("a") as handle:
+                handle.write(what + "\n")
+            if what.startswith(prefix):
+                seen += 1
+                if seen == int(nth or 1):
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+    real_do = runner._do
+
+    def do(step: Any, stage: Path, openssl: Any) -> None:
+        real_do(step, stage, openssl)
+        kind = type(step).__name__
+        if kind == "Run":
+            kind += ":" + step.argv[1]
+        event(kind)
+
+    runner._do = do  # type: ignore[assignment]
+
+    def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+            result = real(src, dst, *args, **kwargs)
+            event(f"{name} {Path(dst).name}")
+            return result
+
+        return wrapper
+
+    os.replace = counted("replace", os.replace)  # type: ignore[assignment]
+    os.rename = counted("rename", os.rename)  # type: ignore[assignment]
+    os.link = counted("link", os.link)  # type: ignore[assignment]
+
+
+if __name__ == "__main__":
+    install(sys.argv[1], Path(sys.argv[2]))
+    sys.exit(main(sys.argv[3:]))

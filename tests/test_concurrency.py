@@ -1,0 +1,102 @@
+"""Two `issue` runs at once on one output folder: they take turns (an exclusive lock on the folder, taken
+before either looks at it), so the CA database stays whole and no serial is issued twice
+(openssl-traps.md §4.3: 16 unlocked `openssl ca` runs left 13 certificates, 12 of them serial 01)."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cryptography import x509
+
+from tests import pkicheck
+from tests.conftest import REPO, write_spec
+from tests.test_faults import assert_full_pki
+
+NODES = {"a": ["a.example.com"], "b": ["b.example.com", "127.0.0.1"]}
+SPEC = """\
+[[nodes]]
+name = "a"
+hosts = ["a.example.com"]
+
+[[nodes]]
+name = "b"
+hosts = ["b.example.com", "127.0.0.1"]
+
+[[clients]]
+user = "root"
+"""
+MORE = SPEC + '\n[[nodes]]\nname = "c"\nhosts = ["c.example.com"]\n\n[[clients]]\nuser = "bob"\n'
+
+
+def start(spec: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "issue", "--config", str(spec), "--out", str(out), *extra],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+
+
+def database(out: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (out / "index.txt").read_text().splitlines()]
+
+
+def issued(out: Path) -> dict[Path, int]:
+    certs = [*out.glob("nodes/*/node.crt"), *out.glob("certs/client.*.crt")]
+    return {c: x509.load_pem_x509_certificate(c.read_bytes()).serial_number for c in certs}
+
+
+def test_two_runs_at_once_take_turns(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    (out / ".crdb-certs").mkdir(parents=True)
+    logs = [tmp_path / "a.err", tmp_path / "b.err"]
+    # Hold the lock, so both runs are surely running at the same time and waiting for it.
+    with (out / ".crdb-certs" / "lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        runs = [start(spec, out, log) for log in logs]
+        deadline = time.monotonic() + 30
+        while not all("waiting for another run" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            assert all(r.poll() is None for r in runs), "a run did not wait for the lock"
+            time.sleep(0.05)
+        assert not (out / "certs").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    outputs = [r.communicate(timeout=60)[0].decode() for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [log.read_text() for log in logs]
+    assert sum("nothing changed" in o for o in outputs) == 1, outputs
+    assert len(list(out.glob("transcript-*.sh"))) == 1
+    assert_full_pki(out, NODES, ["root"])
+    rows = database(out)
+    assert len(rows) == 3, "one line per certificate issued"
+    assert sorted(int(r[3], 16) for r in rows) == sorted(issued(out).values())
+
+
+def test_two_different_specs_at_once_with_sequential_serials(tmp_path: Path) -> None:
+    """The docs profile counts serials 01, 02, ... in serial.txt: the runs race for real here (no lock
+    held by the test), and whichever goes second adds to the first one's database."""
+    small, big = write_spec(tmp_path, SPEC, "small.toml"), write_spec(tmp_path, MORE, "big.toml")
+    out = tmp_path / "out"
+    runs = [
+        start(small, out, tmp_path / "small.err", "--profile", "docs", "--quiet"),
+        start(big, out, tmp_path / "big.err", "--profile", "docs", "--quiet"),
+    ]
+    for run in runs:
+        run.communicate(timeout=60)
+    assert [r.returncode for r in runs] == [0, 0], (tmp_path / "big.err").read_text()
+    serials = [int(r[3], 16) for r in database(out)]
+    assert len(serials) == len(set(serials)), f"a serial was issued twice: {serials}"
+    assert sorted(serials) == list(range(1, len(serials) + 1)), "serials are 01, 02, ... without a gap"
+    certs = issued(out)
+    assert len(set(certs.values())) == len(certs) == 5
+    assert set(certs.values()) <= set(serials)
+    ca = out / "certs" / "ca.crt"
+    for name in ("a", "b", "c"):
+        pkicheck.assert_chains(out / f"nodes/{name}/node.crt", ca)
+    for user in ("root", "bob"):
+        pkicheck.assert_chains(out / f"certs/client.{user}.crt", ca)

@@ -1,0 +1,314 @@
+"""Fault injection: `crdb-certs issue` is SIGKILLed at chosen points (after a plan step, or between two
+renames while committing; see tests/fault_harness.py), or while an openssl child is running (a wrapper
+`openssl` earlier on PATH that kills its parent). After every kill the output folder is consistent: each
+certs directory present is complete and right (or is the old one, untouched), the CA key is neither lost
+nor rewritten, no key is readable beyond its owner; and a re-run completes a PKI that passes the full
+verification."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests import pkicheck
+from tests.conftest import REPO, crdb, write_spec
+from tests.pkicheck import CLIENT, SERVER
+
+PYTHON = sys.executable
+
+NODES = {"a": ["a.example.com", "127.0.0.1"], "b": ["b.example.com", "::1"]}
+USERS = ["root"]
+SPEC = """\
+[[nodes]]
+name = "a"
+hosts = ["a.example.com", "127.0.0.1"]
+
+[[nodes]]
+name = "b"
+hosts = ["b.example.com", "::1"]
+
+[[clients]]
+user = "root"
+"""
+
+ONE_NODE = '[[nodes]]\nname = "a"\nhosts = ["a.example.com"]\n\n[[clients]]\nuser = "root"\n'
+UPDATED = (
+    '[[nodes]]\nname = "a"\nhosts = ["a.example.com", "10.0.0.1"]\n\n'
+    '[[nodes]]\nname = "b"\nhosts = ["b.example.com"]\n\n'
+    '[[clients]]\nuser = "root"\n\n[[clients]]\nuser = "bob"\n'
+)
+
+
+def harness(when: str, log: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "tests.fault_harness", when, str(log), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def events(log: Path) -> list[str]:
+    return log.read_text().splitlines()
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def bundle_files(nodes: Iterable[str], users: Iterable[str]) -> dict[str, set[str]]:
+    nodes, users = list(nodes), list(users)
+    certs = {"ca.crt"} | {f"client.{u}.{x}" for u in users for x in ("crt", "key")}
+    if len(nodes) == 1:
+        certs |= {"node.crt", "node.key"}
+    return {"certs": certs, **{f"nodes/{n}": {"ca.crt", "node.crt", "node.key"} for n in nodes}}
+
+
+def assert_consistent(
+    out: Path,
+    nodes: dict[str, list[str]],
+    users: list[str],
+    old: dict[str, bytes] | None = None,
+) -> None:
+    """What a reader may find at any moment: each certs directory absent, old (byte for byte) or complete."""
+    ca_key = out / "my-safe-directory" / "ca.key"
+    if old and "my-safe-directory/ca.key" in old:
+        assert ca_key.read_bytes() == old["my-safe-directory/ca.key"], "the CA key was rewritten or lost"
+    for key in out.rglob("*.key"):
+        assert pkicheck.mode(key) & 0o077 == 0, f"{key} is readable beyond its owner"
+    if (out / "certs" / "ca.crt").exists():
+        assert ca_key.exists(), "certs/ca.crt is there but its key is lost"
+        pkicheck.assert_key_pair(out / "certs" / "ca.crt", ca_key)
+    for folder, wanted in bundle_files(nodes, users).items():
+        bundle = out / folder
+        if not bundle.exists():
+            continue
+        present = {p.name for p in bundle.iterdir()}
+        names = [f"{folder}/{n}" for n in present]
+        if old is not None and all(n in old and (out / n).read_bytes() == old[n] for n in names):
+            continue  # the old directory, untouched
+        assert wanted <= present, f"{folder} is half-written: {sorted(present)}"
+        ca = bundle / "ca.crt"
+        if "node.crt" in present:
+            pkicheck.assert_key_pair(bundle / "node.crt", bundle / "node.key")
+            pkicheck.assert_chains(bundle / "node.crt", ca)
+        for user in users if folder == "certs" else ():
+            pkicheck.assert_key_pair(bundle / f"client.{user}.crt", bundle / f"client.{user}.key")
+            pkicheck.assert_chains(bundle / f"client.{user}.crt", ca)
+    _assert_ca_key_only_in_safe_directory(out)
+
+
+def _assert_ca_key_only_in_safe_directory(out: Path) -> None:
+    ca_key = out / "my-safe-directory" / "ca.key"
+    if not ca_key.exists():
+        return
+    secret = ca_key.read_bytes()
+    for path in out.rglob("*"):
+        if path.is_file() and path != ca_key and ".crdb-certs" not in path.parts:
+            assert secret not in path.read_bytes(), f"the CA key is in {path}"
+    assert {p.name for p in (out / "my-safe-directory").iterdir()} == {"ca.key"}
+
+
+def assert_full_pki(
+    out: Path, nodes: dict[str, list[str]], users: list[str], profile: str = "secure"
+) -> None:
+    secure = profile == "secure"
+    ca = out / "certs" / "ca.crt"
+    pkicheck.assert_ca(ca)
+    pkicheck.assert_key_pair(ca, out / "my-safe-directory" / "ca.key")
+    for folder, wanted in bundle_files(nodes, users).items():
+        assert wanted <= {p.name for p in (out / folder).iterdir()}, folder
+        assert (out / folder / "ca.crt").read_bytes() == ca.read_bytes()
+    cn = ["node"] if profile != "docs" else []
+    for name, hosts in nodes.items():
+        pkicheck.assert_node(out / f"nodes/{name}/node.crt", hosts, ca, cn, {SERVER, CLIENT}, secure=secure)
+    for i, user in enumerate(users):
+        dns = {"root"} if profile == "docs" and i == 0 else None
+        pkicheck.assert_client(out / f"certs/client.{user}.crt", user, ca, secure=secure, dns=dns)
+    assert not list((out / "certs").glob("*.pem"))
+    assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}, "leftovers in the staging area"
+    serials = [line.split("\t")[3] for line in (out / "index.txt").read_text().splitlines()]
+    assert len(serials) == len(set(serials)), f"a serial was issued twice: {serials}"
+
+
+STEP_KINDS = [
+    "MakeDirs",
+    "Write",
+    "Run:genrsa",
+    "Chmod",
+    "Run:req",
+    "Verify",
+    "Remove",
+    "Run:rand",
+    "Run:ca",
+    "Copy",
+]
+
+
+def test_a_killed_first_run_leaves_nothing_half_written(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    args = ("issue", "--config", spec, "--quiet", "--jobs", "2")
+    log = tmp_path / "count.log"
+    assert harness("never", log, *args, "--out", tmp_path / "full").returncode == 0
+    assert_full_pki(tmp_path / "full", NODES, USERS)
+    kinds = events(log)
+    assert set(STEP_KINDS) <= {k.split(" ")[0] for k in kinds}, kinds
+    # Killed after any step, a run has committed nothing: the kills are chained on one folder (each run
+    # first cleans up after the one before), then one run completes it.
+    out = tmp_path / "steps"
+    for kind in STEP_KINDS:
+        run = harness(kind, tmp_path / f"{kind}.log", *args, "--out", out)
+        assert run.returncode == -9, f"no kill after {kind}: {run.stderr}"
+        assert events(tmp_path / f"{kind}.log")[-1] == kind
+        assert {p.relative_to(out).parts[0] for p in out.rglob("*")} == {".crdb-certs"}, "committed early"
+        assert_consistent(out, NODES, USERS)
+    assert crdb(*args, "--out", out) == 0
+    assert_full_pki(out, NODES, USERS)
+    # Killed while committing: whatever is in place is consistent, the CA key is never lost or rewritten,
+    # and a re-run completes the PKI without re-doing what is already there.
+    commit = [k for k in kinds if k.startswith(("link", "replace", "rename"))]
+    assert commit[0] == "link ca.key", "the CA key is put in place first"
+    for when in ("link ca.key", "replace index.txt", "rename certs", "rename b"):
+        out = tmp_path / when.replace(" ", "-")
+        run = harness(when, tmp_path / f"{when}.log", *args, "--out", out)
+        assert run.returncode == -9, f"no kill after {when}: {run.stderr}"
+        assert_consistent(out, NODES, USERS)
+        ca_key = out / "my-safe-directory" / "ca.key"
+        key_before = ca_key.read_bytes()
+        assert crdb(*args, "--out", out) == 0, f"re-run after a kill after {when}"
+        assert_full_pki(out, NODES, USERS)
+        assert ca_key.read_bytes() == key_before, f"the CA key was replaced after a kill after {when}"
+        recorded = {int(line.split("\t")[3], 16) for line in (out / "index.txt").read_text().splitlines()}
+        for cert in [*out.glob("nodes/*/node.crt"), *out.glob("certs/client.*.crt")]:
+            serial = x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
+            assert serial in recorded, f"{cert} is not in the CA database"
+
+
+@pytest.fixture(scope="module")
+def one_node_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    made = {}
+    for profile in ("secure", "docs"):
+        folder = tmp_path_factory.mktemp(f"one-{profile}")
+        spec = write_spec(folder, ONE_NODE)
+        assert crdb("issue", "--config", spec, "--out", folder / "out", "--quiet", "--profile", profile) == 0
+        made[profile] = folder / "out"
+    return made
+
+
+UPDATED_NODES = {"a": ["a.example.com", "10.0.0.1"], "b": ["b.example.com"]}
+
+
+@pytest.mark.parametrize(
+    ("profile", "when"),
+    [
+        ("secure", "rename old-certs"),  # certs/ moved aside, the new one not yet in place
+        ("secure", "rename certs"),  # certs/ new, nodes/a old, nodes/b missing
+        ("secure", "rename a"),  # nodes/a new, nodes/b missing
+        ("docs", "replace index.txt"),  # the sequential serials' database half committed
+        ("docs", "replace serial.txt"),
+    ],
+)
+def test_a_killed_update_leaves_old_or_new_never_a_mix(
+    profile: str, when: str, tmp_path: Path, one_node_pki: dict[str, Path]
+) -> None:
+    """A run that adds a host, a node and a user, killed while committing: every certs directory is the old
+    one or the new one. With the docs' sequential serials, the CA database is never left behind its
+    serial file (a re-run would then issue a serial twice, or fail)."""
+    spec = write_spec(tmp_path, UPDATED)
+    base = one_node_pki[profile]
+    old = snapshot(base)
+    out = tmp_path / "out"
+    shutil.copytree(base, out, symlinks=True)
+    args = ("issue", "--config", spec, "--quiet", "--profile", profile, "--out", out)
+    run = harness(when, tmp_path / "kill.log", *args)
+    assert run.returncode == -9, run.stderr
+    assert_consistent(out, UPDATED_NODES, ["root", "bob"], old)
+    assert crdb(*args) == 0, f"re-run after a kill after {when}"
+    assert_full_pki(out, UPDATED_NODES, ["root", "bob"], profile)
+    assert (out / "my-safe-directory/ca.key").read_bytes() == old["my-safe-directory/ca.key"]
+    for kept in ("certs/ca.crt", "certs/client.root.crt"):  # what the update did not need to redo
+        assert (out / kept).read_bytes() == old[kept], f"{kept} was re-issued after a kill after {when}"
+
+
+def _wrapper(folder: Path, kill_at: int, real: str) -> Path:
+    """An `openssl` that counts its invocations and, at the k-th, SIGKILLs its parent (crdb-certs) and then
+    runs the real openssl as an orphan, as a crash in the middle of a step would leave it."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    counter = folder / "count"
+    script = bin_dir / "openssl"
+    script.write_text(
+        f"""#!/bin/sh
+exec 9>>'{counter}.lock'
+flock 9
+n=$(( $(cat '{counter}' 2>/dev/null || echo 0) + 1 ))
+echo "$n" > '{counter}'
+flock -u 9
+echo "$n $1" >> '{counter}.log'
+if [ "$n" -eq {kill_at} ]; then kill -9 "$PPID"; fi
+exec '{real}' "$@"
+"""
+    )
+    script.chmod(0o755)
+    return bin_dir
+
+
+def test_killed_while_openssl_runs(tmp_path: Path) -> None:
+    """The external way: the kill comes from an openssl child, while it runs (genrsa, req, ca)."""
+    real = shutil.which("openssl")
+    assert real is not None
+    spec = write_spec(tmp_path, SPEC)
+    seen = set()
+    # 1 is `openssl version`, 2-5 the keys (two at a time), then req -x509 and 3 x (req, rand, ca) in order.
+    for k in (3, 15):
+        folder = tmp_path / f"w{k}"
+        folder.mkdir()
+        bin_dir = _wrapper(folder, k, real)
+        out = folder / "out"
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        run = subprocess.run(
+            [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out, "--quiet"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == -9, run.stderr
+        seen.add((folder / "count.log").read_text().splitlines()[k - 1].split()[1])
+        assert_consistent(out, NODES, USERS)
+        assert not (out / "certs").exists(), "nothing is committed before every step succeeded"
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        assert_full_pki(out, NODES, USERS)
+    assert seen == {"genrsa", "ca"}, seen
+
+
+def test_sigterm_removes_the_staging_folder(tmp_path: Path) -> None:
+    """SIGTERM (docker stop, a CI timeout) arrives while `openssl ca` runs: the run ends, its staging
+    folder with the new keys is removed, nothing is put in place."""
+    real = shutil.which("openssl")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "openssl").write_text(
+        f'#!/bin/sh\n[ "$1" = ca ] && kill -TERM "$PPID"\nexec \'{real}\' "$@"\n'
+    )
+    (bin_dir / "openssl").chmod(0o755)
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    run = subprocess.run(
+        [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out],
+        cwd=REPO,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 3, run.stderr
+    assert "Traceback" not in run.stderr
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}

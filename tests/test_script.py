@@ -53,7 +53,7 @@ def commands(script: str) -> list[tuple[str, ...]]:
         if line.startswith("cat > "):
             in_heredoc = line.split("<<'")[1].rstrip("'")
             continue
-        if not line or line.startswith("#") or line.startswith(("set ", "umask", "cp ", "install ", "cockroach")):
+        if not line or line.startswith(("#", "set ", "umask", "cp ", "install ", "cockroach")):
             continue
         if line.startswith("openssl x509") or line == "rm -f certs/*.pem":
             continue

@@ -60,8 +60,11 @@ def issue(
     it is called under the lock, so it sees the folder as no other run is changing it. With `backup`
     (renew, rotate-ca), every file the run replaces is first kept in a new `<backup>/<UTC time>/` folder,
     and a CA the plan rotates may get a new key: the old one is moved there."""
-    if not out.exists():
+    try:
         out.mkdir(parents=True)
+    except FileExistsError:
+        pass  # the user's folder (or another run's, made a moment ago): its mode is theirs
+    else:
         # Never writable by others, whatever the umask: whoever could rename in it could swap
         # my-safe-directory/ for a folder of theirs.
         out.chmod(stat.S_IMODE(out.stat().st_mode) & ~0o022)

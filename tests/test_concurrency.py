@@ -88,7 +88,8 @@ def test_two_different_specs_at_once_with_sequential_serials(tmp_path: Path) -> 
     ]
     for run in runs:
         run.communicate(timeout=60)
-    assert [r.returncode for r in runs] == [0, 0], (tmp_path / "big.err").read_text()
+    errors = [(tmp_path / name).read_text() for name in ("small.err", "big.err")]
+    assert [r.returncode for r in runs] == [0, 0], errors
     serials = [int(r[3], 16) for r in database(out)]
     assert len(serials) == len(set(serials)), f"a serial was issued twice: {serials}"
     assert sorted(serials) == list(range(1, len(serials) + 1)), "serials are 01, 02, ... without a gap"

@@ -524,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = cli.main(args=argv, prog_name="crdb-certs", standalone_mode=False)
     except click.ClickException as e:
-        e.show()
+        # One line, like every other user mistake; `--help` has the rest.
+        _err.print(f"error: {e.format_message()}", markup=False)
         return ExitStatus.USAGE
     except click.exceptions.Abort:
         _err.print("aborted")

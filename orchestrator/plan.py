@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from orchestrator import names
 from orchestrator.certcheck import Expect
+from orchestrator.errors import UserError
 from orchestrator.profiles import PROFILES, Profile
 from orchestrator.render import render
 from orchestrator.spec import UI, ExternalCA, Spec
@@ -91,6 +92,9 @@ class Task:
     expect: Expect | None = None  # the certificate it makes; fresh when that is present and right
     signer: str | None = None  # the id of the CA task whose key signs it (or whose database this is)
     creates: tuple[str, ...] = ()  # without expect: needed when one of these files is missing
+    # A CA database whose loss a reset cannot repair: with counted serials (docs profiles) a reset would
+    # number the next certificate 01 again under the same CA, reusing an issuer+serial pair.
+    irreplaceable: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,13 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
         if task.expect is not None:
             needed = task.id not in state.fresh or task.signer in redone
         elif task.creates:
-            needed = task.signer in redone or any(p not in state.present for p in task.creates)
+            missing = [p for p in task.creates if p not in state.present]
+            needed = task.signer in redone or bool(missing)
+            if missing and task.irreplaceable and task.signer not in redone:
+                raise UserError(
+                    f"{missing[0]}: missing, but its CA still exists: restore it from a backup (a new one "
+                    "would issue serial 01 again under the same CA)"
+                )
         else:
             needed = True
         if needed:
@@ -406,7 +416,12 @@ def _database_task(ca: CA, profile: Profile) -> Task:
         steps.append(Write(ca.serial, "01\n"))
     creates = (ca.database,) if profile.random_serials else (ca.database, ca.serial)
     return Task(
-        f"{ca.name}-database", f"CA database {ca.database}", tuple(steps), signer=ca.task_id, creates=creates
+        f"{ca.name}-database",
+        f"CA database {ca.database}",
+        tuple(steps),
+        signer=ca.task_id,
+        creates=creates,
+        irreplaceable=not profile.random_serials,
     )
 
 

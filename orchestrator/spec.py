@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import imports, validate
+from orchestrator import imports, profiles, validate
 from orchestrator.errors import SpecError, UserError
 from orchestrator.resources import resource
 
-PROFILES = ("secure", "docs", "docs-v19")
+PROFILES = tuple(profiles.PROFILES)  # secure, docs, docs-v19
 LAYOUTS = ("standard", "split-node", "split-ca")
 
 
@@ -133,6 +133,16 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         raise SpecError("key_bits", data["key_bits"], 'applies to RSA keys only (key_type = "ec" is P-256)')
     ca_days = _optional_days("ca_days", data.get("ca_days"))
     cert_days = _optional_days("cert_days", data.get("cert_days"))
+    lifetimes = profiles.PROFILES[profile]
+    leaf, ca_life = cert_days or lifetimes.cert_days, ca_days or lifetimes.ca_days
+    if leaf > ca_life:
+        # A leaf must not outlive its CA (cockroach cert refuses it too; openssl does not). Blame the value
+        # the user wrote.
+        if cert_days:
+            raise SpecError("cert_days", cert_days, f"is longer than the CA's lifetime ({ca_life} days)")
+        raise SpecError(
+            "ca_days", ca_days, f"is shorter than the certificates' lifetime ({leaf} days, cert_days)"
+        )
     if ca is not None and layout == "split-ca":
         raise SpecError(
             "ca", "", "cannot be combined with layout split-ca: give the client CA by CSR hand-off"

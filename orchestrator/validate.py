@@ -34,9 +34,15 @@ def host(field: str, value: object) -> str:
         # ipaddress accepts `fe80::1%eth0` (and anything after the %); a certificate holds only the address.
         raise SpecError(field, value, "has an IPv6 zone index (%...), which a certificate cannot carry")
     try:
-        return str(ipaddress.ip_address(value))
+        ip = ipaddress.ip_address(value)
     except ValueError:
         pass
+    else:
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if mapped is not None:
+            # A 16-byte SAN never matches a client that dials the IPv4 address: ask for that address.
+            raise SpecError(field, value, f"is an IPv4-mapped IPv6 address; list {mapped} instead")
+        return str(ip)
     name = value.lower().removesuffix(".")
     labels = [_a_label(field, value, label, wildcard=(i == 0)) for i, label in enumerate(name.split("."))]
     ascii_name = ".".join(labels)

@@ -43,6 +43,11 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         ("nodes = [\n", "not valid TOML"),
         ("", "error: nodes: [] is empty, and so is clients"),
         (
+            'cert_days = 4000\n[[clients]]\nuser = "a"\n',
+            "error: cert_days: 4000 is longer than the CA's lifetime",
+        ),
+        ('[[nodes]]\nname = "n"\nhosts = ["::ffff:10.0.0.1"]\n', "list 10.0.0.1 instead"),
+        (
             '[[clients]]\nuser = "a"\n[ui]\nhosts = ["a"]\nissuer = "import"\n'
             'cert = "nope.crt"\nkey = "nope.key"\n',
             'error: ui.cert: "nope.crt" is not an existing file',
@@ -88,3 +93,24 @@ def test_render_writes_only_configs(tmp_path: Path, capsys: pytest.CaptureFixtur
     ]
     assert "commonName = Cockroach Client CA" in (out / "ca-client.cnf").read_text()
     assert "database = ca-client.index.txt" in (out / "ca-client.cnf").read_text()
+
+
+def test_a_bad_option_is_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert crdb("issue", "--profile", "strict", "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Invalid value for '--profile'") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_lost_docs_serial_file_is_refused_not_reset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path / "spec", '[[clients]]\nuser = "a"\n')
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs", "--quiet") == 0
+    (out / "serial.txt").unlink()
+    write_spec(tmp_path / "spec", '[[clients]]\nuser = "a"\n[[clients]]\nuser = "b"\n')
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs") == 2
+    assert "serial.txt: missing, but its CA still exists" in capsys.readouterr().err
+    assert not (out / "certs" / "client.b.crt").exists()

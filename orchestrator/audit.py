@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator import certsdir, names, validate
-from orchestrator.certcheck import ekus_of, is_ca, public_bytes, sans_of, signed_by
+from orchestrator.certcheck import ekus_of, is_ca, parse_key, public_bytes, sans_of, signed_by
 from orchestrator.certsdir import CertFile, CertsDir, Usage
 from orchestrator.errors import ExitStatus, SpecError, UserError
 
@@ -738,7 +738,7 @@ def _private_keys_in(path: Path) -> tuple[list[PrivateKeyTypes], bool]:
         if not block.is_private_key:
             continue
         try:
-            keys.append(serialization.load_pem_private_key(block.text, password=None))
+            keys.append(parse_key(block.text))
         except (ValueError, TypeError, UnsupportedAlgorithm):
             unreadable = True
     return keys, unreadable

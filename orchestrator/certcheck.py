@@ -43,12 +43,14 @@ def load_cert(path: Path) -> x509.Certificate:
 
 
 def load_key(path: Path) -> PrivateKeyTypes:
-    # What is checked here is that the file is a key and which public key it holds (to pair it with its
-    # certificate). cryptography's RSA consistency check (~100 ms a key, once per key per run and again in
-    # every freshness check) proves nothing more about a key openssl has just written.
-    return serialization.load_pem_private_key(
-        path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True
-    )
+    return parse_key(path.read_bytes())
+
+
+def parse_key(pem: bytes) -> PrivateKeyTypes:
+    # What is checked here is that the data is a key and which public key it holds (to pair it with a
+    # certificate). cryptography's RSA consistency check (~50-100 ms a key, holding the GIL, once per key
+    # per run and again in every freshness check and audit) proves nothing more about a key openssl wrote.
+    return serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
 
 
 def public_bytes(key_or_cert: PrivateKeyTypes | x509.Certificate | x509.CertificateSigningRequest) -> bytes:

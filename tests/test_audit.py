@@ -21,7 +21,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from orchestrator import audit
-from tests import handmade
+from tests import handmade, pkicheck
 from tests.conftest import FIXTURES, crdb, write_spec
 from tests.handmade import CLIENT_EXT, NODE_EXT
 
@@ -738,15 +738,25 @@ def test_issue_fails_when_a_directory_it_produced_has_an_error(
     spec = write_spec(tmp_path / "spec", SPLIT_SPEC.format(layout="standard"))
     out = tmp_path / "out"
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
-    (out / "nodes" / "node1" / "node.key").chmod(0o644)
+    # A key no step of the run reads (a client's): only the audit at the end can see its mode.
+    (out / "certs" / "client.root.key").chmod(0o644)
     capsys.readouterr()
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 1
     err = capsys.readouterr().err
-    assert f"{out}/nodes/node1/node.key has permissions -rw-r--r--" in err
-    assert (
-        err.strip()
-        .splitlines()[-1]
-        .startswith("error: audit: CockroachDB would refuse nodes/node1 (1 error)")
-    )
-    (out / "nodes" / "node1" / "node.key").chmod(0o400)
+    assert f"{out}/certs/client.root.key has permissions -rw-r--r--" in err
+    assert err.strip().splitlines()[-1].startswith("error: audit: CockroachDB would refuse certs (1 error)")
+    (out / "certs" / "client.root.key").chmod(0o400)
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+
+
+def test_issue_refuses_to_copy_a_key_others_can_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path / "spec", SPLIT_SPEC.format(layout="standard"))
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    (out / "nodes" / "node1" / "node.key").chmod(0o644)  # the run copies it into certs/
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 2
+    assert "node.key: readable by others (mode 0644)" in capsys.readouterr().err
+    assert pkicheck.mode(out / "certs" / "node.key") == 0o400, "nothing was copied"

@@ -113,7 +113,7 @@ def issue(
     else:
         result = runner.issue(the_spec, out, tool, jobs or 0)
     made = [t.title for t in result.plan.work()]
-    _audit_issued(out, result.plan.bundles, console)
+    _audit_issued(out, result, console)
     if not result.changed:
         console.print(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
@@ -218,7 +218,7 @@ def import_command(returned: Path, config: Path | None, out: Path, profile: str 
     found = imports.check_returned(plan.build(the_spec), returned.resolve(), out)
     console = Console(highlight=False, soft_wrap=True)
     result = runner.issue(the_spec, out, openssl.find(), planner=lambda _: plan.build_import(the_spec, found))
-    _audit_issued(out, result.plan.bundles, console)
+    _audit_issued(out, result, console)
     console.print(
         f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
     )
@@ -323,7 +323,7 @@ def _report_lifecycle(
     the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: str, quiet: bool
 ) -> int:
     console = Console(quiet=quiet, highlight=False, soft_wrap=True)
-    _audit_issued(out, result.plan.bundles, console)
+    _audit_issued(out, result, console)
     if stage == "finish":
         for ca in plan.signers(the_spec).all:
             console.print(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted", markup=False)
@@ -503,10 +503,14 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
     return ExitStatus.OK
 
 
-def _audit_issued(out: Path, bundles: dict[str, tuple[str, ...]], console: Console) -> None:
-    """Audit every certs directory `issue` produced; any error fails the run."""
+def _audit_issued(out: Path, result: runner.Result, console: Console) -> None:
+    """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
+    health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201."""
+    written = {
+        folder for folder in result.plan.bundles for path in result.changed if path.startswith(folder + "/")
+    }
     failed = []
-    for folder in bundles:
+    for folder in written or result.plan.bundles:
         report = audit.audit(out / folder)
         if report.errors:
             _err.print(report.text(("error",)), markup=False)

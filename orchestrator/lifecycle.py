@@ -24,7 +24,7 @@ from orchestrator import names, plan, script, state, validate
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError
-from orchestrator.plan import Append, Copy, Plan, Run, Step, Task, Write
+from orchestrator.plan import Plan, Run, Task, is_config, writes
 from orchestrator.spec import Spec
 
 DEFAULT_WINDOW = timedelta(days=30)
@@ -189,7 +189,7 @@ def still_old(full: Plan, out: Path) -> list[str]:
 
 def touched(todo: Plan) -> tuple[list[str], list[str]]:
     """The nodes and the users whose files a plan makes anew."""
-    made = [t.id for t in todo.tasks if t.expect is not None and any(not _is_config(s) for s in t.steps)]
+    made = [t.id for t in todo.tasks if t.expect is not None and any(not is_config(s) for s in t.steps)]
     nodes = [i.split(":", 1)[1] for i in made if i.startswith(("node:", "client-node:"))]
     users = [i.split(":", 1)[1] for i in made if i.startswith("client:")]
     return list(dict.fromkeys(nodes)), users
@@ -246,8 +246,8 @@ def rollout(
 def script_for(todo: Plan, out: Path, title: str) -> str:
     """The plan as bash, to run in `out`: first the backup crdb-certs makes of what the plan replaces
     (keys openssl makes anew are moved there, since openssl will not write over a 0400 file)."""
-    tasks = [t for t in todo.tasks if any(not _is_config(s) for s in t.steps)]
-    written = list(dict.fromkeys(p for t in tasks for s in t.steps for p in _writes(s)))
+    tasks = [t for t in todo.tasks if any(not is_config(s) for s in t.steps)]
+    written = list(dict.fromkeys(p for t in tasks for s in t.steps for p in writes(s)))
     existing = [p for p in written if (out / p).is_file()]
     regenerated = {w for t in tasks for s in t.steps if isinstance(s, Run) and s.keygen for w in s.writes}
     moved = [p for p in existing if p in regenerated]
@@ -271,19 +271,6 @@ def script_for(todo: Plan, out: Path, title: str) -> str:
     if 0 < start < end:
         text = text[:start] + "Run it in the output folder: it changes the files there." + text[end:]
     return text.replace("umask 077\n", "umask 077\n" + "\n".join(lines) + "\n", 1)
-
-
-def _writes(step: Step) -> tuple[str, ...]:
-    match step:
-        case Run(writes=writes):
-            return writes
-        case Write(path=path) | Copy(dst=path) | Append(dst=path):
-            return (path,)
-    return ()
-
-
-def _is_config(step: Step) -> bool:
-    return isinstance(step, Write) and step.path.endswith(".cnf")
 
 
 # ------------------------------------------------------------------------------------------- check

@@ -79,7 +79,43 @@ class Verify:
     expect: Expect
 
 
-Step = Run | MakeDirs | Write | Chmod | Remove | Copy | Append | Verify
+@dataclass(frozen=True)
+class RandomSerial:
+    """128 random bits (hex) into a CA's serial file before a signature, as `cockroach cert` draws them:
+    no serial is ever issued twice. The script prints `openssl rand -out F -hex 16`; the runner draws
+    the same from Python's CSPRNG, saving a process per certificate."""
+
+    path: str
+
+
+Step = Run | MakeDirs | Write | Chmod | Remove | Copy | Append | Verify | RandomSerial
+
+
+def reads(step: Step) -> tuple[str, ...]:
+    """The files a step reads (relative to the output folder, or absolute for a file named in the spec)."""
+    match step:
+        case Run(reads=paths):
+            return paths
+        case Copy(src=src):
+            return (src,)
+        case Append(src=src, dst=dst):
+            return (src, dst)
+        case Verify(expect=e):
+            return tuple(p for p in (e.cert, e.key, e.issuer) if p)
+    return ()
+
+
+def writes(step: Step) -> tuple[str, ...]:
+    match step:
+        case Run(writes=paths):
+            return paths
+        case Write(path=path) | Copy(dst=path) | Append(dst=path) | RandomSerial(path=path):
+            return (path,)
+    return ()
+
+
+def is_config(step: Step) -> bool:
+    return isinstance(step, Write) and step.path.endswith(".cnf")
 
 
 @dataclass(frozen=True)
@@ -117,7 +153,7 @@ class Plan:
 
     def work(self) -> list[Task]:
         """The tasks that make a certificate (not only render its config)."""
-        return [t for t in self.tasks if t.expect is not None and not all(_is_config(s) for s in t.steps)]
+        return [t for t in self.tasks if t.expect is not None and not all(is_config(s) for s in t.steps)]
 
 
 @dataclass(frozen=True)
@@ -289,12 +325,8 @@ def request_of(task: Task) -> str:
     return next(s.writes[0] for s in task.steps if isinstance(s, Run) and s.argv[1] == "req")
 
 
-def _is_config(step: Step) -> bool:
-    return isinstance(step, Write) and step.path.endswith(".cnf")
-
-
 def _is_signing(step: Step) -> bool:
-    return isinstance(step, Run) and step.argv[1] in ("ca", "rand")
+    return isinstance(step, RandomSerial) or (isinstance(step, Run) and step.argv[1] == "ca")
 
 
 @dataclass(frozen=True)
@@ -585,7 +617,7 @@ def _sign(
     steps: list[Step] = []
     if profile.random_serials:
         # 128 random bits per certificate, as `cockroach cert` does: no serial is ever issued twice.
-        steps.append(Run(("openssl", "rand", "-out", ca.serial, "-hex", "16"), writes=(ca.serial,)))
+        steps.append(RandomSerial(ca.serial))
     argv = [
         "openssl",
         "ca",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -33,7 +34,22 @@ from orchestrator import backups, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import RunError, UserError
 from orchestrator.openssl import OpenSSL
-from orchestrator.plan import Append, Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Verify, Write
+from orchestrator.plan import (
+    Append,
+    Chmod,
+    Copy,
+    MakeDirs,
+    Plan,
+    RandomSerial,
+    Remove,
+    Run,
+    Step,
+    Verify,
+    Write,
+    is_config,
+    reads,
+    writes,
+)
 from orchestrator.spec import Spec
 
 Progress = Callable[[str], None]
@@ -131,10 +147,10 @@ def _refuse_to_replace_a_ca(todo: Plan, out: Path, rotating: bool = False) -> No
 def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
     """Bring into the staging folder what the plan reads but does not make: read-only inputs as
     symlinks (the CA key is never copied), files the plan will change as private copies."""
-    written = {w for s in todo.steps for w in _writes(s)}
+    written = {w for s in todo.steps for w in writes(s)}
     made: set[str] = set()
     for step in todo.steps:
-        for path in _reads(step):
+        for path in reads(step):
             if path in made or Path(path).is_absolute():  # absolute: a file named in the spec, read in place
                 continue
             made.add(path)
@@ -148,7 +164,7 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
                 if path.endswith(".key"):
                     _check_private(source)
                 target.symlink_to(source.resolve())
-        made.update(_writes(step))
+        made.update(writes(step))
 
 
 def _check_private(key: Path) -> None:
@@ -158,56 +174,54 @@ def _check_private(key: Path) -> None:
         raise UserError(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
 
 
-def _reads(step: Step) -> tuple[str, ...]:
-    match step:
-        case Run(reads=reads):
-            return reads
-        case Copy(src=src):
-            return (src,)
-        case Append(src=src, dst=dst):
-            return (src, dst)
-        case Verify(expect=e):
-            return tuple(p for p in (e.cert, e.key, e.issuer) if p)
-    return ()
-
-
-def _writes(step: Step) -> tuple[str, ...]:
-    match step:
-        case Run(writes=writes):
-            return writes
-        case Write(path=path) | Copy(dst=path) | Append(dst=path):
-            return (path,)
-    return ()
-
-
 # ---------------------------------------------------------------------------------------- running
 
 
 def _run(todo: Plan, stage: Path, openssl: OpenSSL, jobs: int, progress: Progress) -> None:
     steps = list(todo.steps)
-    for step in steps:
-        if isinstance(step, MakeDirs):
-            _do(step, stage, openssl)
-    # Key generation (~90% of the time) depends on nothing but the folders: start it all now, jobs at a
-    # time; every other step runs in the plan's order and waits only for the key it reads.
+    # Folders and configs depend on nothing: make them first.
+    early = {i for i, s in enumerate(steps) if isinstance(s, MakeDirs) or is_config(s)}
+    for i in sorted(early):
+        _do(steps[i], stage, openssl)
+    # Each new key and the CSR made from it (~90% of the time) depend on nothing else: run those chains
+    # `jobs` at a time; every other step runs in the plan's order, waiting only for the chain it reads.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        keys: dict[int, Future[None]] = {
-            i: pool.submit(_do, s, stage, openssl)
-            for i, s in enumerate(steps)
-            if isinstance(s, Run) and s.keygen
-        }
+        running: dict[int, Future[None]] = {}
+        for chain in _key_chains(steps).values():
+            future = pool.submit(_do_all, [steps[i] for i in chain], stage, openssl)
+            running.update(dict.fromkeys(chain, future))
         try:
             for i, step in enumerate(steps):
-                if i in keys:
-                    keys[i].result()
-                elif not isinstance(step, MakeDirs):
+                if i in running:
+                    running[i].result()
+                elif i not in early:
                     _do(step, stage, openssl)
                 if isinstance(step, Verify):
                     progress(step.expect.cert)
         except BaseException:
-            for future in keys.values():
+            for future in running.values():
                 future.cancel()
             raise
+
+
+def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
+    """Step indexes: each key generation, followed by the certificate request that reads that key."""
+    chains: dict[int, list[int]] = {}
+    made_by: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if isinstance(step, Run) and step.keygen:
+            chains[i] = [i]
+            made_by[step.writes[0]] = i
+        elif isinstance(step, Run) and step.argv[1] == "req" and step.writes[0].endswith(".csr"):
+            key = next((r for r in step.reads if r in made_by), None)
+            if key is not None:
+                chains[made_by.pop(key)].append(i)
+    return chains
+
+
+def _do_all(steps: list[Step], stage: Path, openssl: OpenSSL) -> None:
+    for step in steps:
+        _do(step, stage, openssl)
 
 
 def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
@@ -237,6 +251,8 @@ def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
         case Append(src=src, dst=dst):
             with (stage / dst).open("ab") as target:
                 target.write((stage / src).read_bytes())
+        case RandomSerial(path=path):
+            (stage / path).write_text(secrets.token_hex(16) + "\n")
         case Verify(expect=expect):
             wrong = problems(expect, stage)
             if wrong:
@@ -365,16 +381,12 @@ def _remove_leftovers(work: Path) -> None:
 def _write_transcript(todo: Plan, out: Path) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = out / f"transcript-{stamp}.sh"
-    tasks = [t for t in todo.tasks if t.steps and not all(_is_config(s) for s in t.steps)]
+    tasks = [t for t in todo.tasks if t.steps and not all(is_config(s) for s in t.steps)]
     path.write_text(script.script(todo, tasks, title=f"crdb-certs issue, {stamp}: the commands this run ran"))
     return path
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def _is_config(step: Step) -> bool:
-    return isinstance(step, Write) and step.path.endswith(".cnf")
 
 
 @contextmanager

@@ -9,7 +9,20 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 
-from orchestrator.plan import Append, Chmod, Copy, MakeDirs, Plan, Remove, Run, Step, Task, Verify, Write
+from orchestrator.plan import (
+    Append,
+    Chmod,
+    Copy,
+    MakeDirs,
+    Plan,
+    RandomSerial,
+    Remove,
+    Run,
+    Step,
+    Task,
+    Verify,
+    Write,
+)
 
 _HEADER = """\
 #!/usr/bin/env bash
@@ -56,6 +69,8 @@ def shell(step: Step) -> str:
             return f"install -m {mode:o} {shlex.quote(src)} {shlex.quote(dst)}"
         case Append(src=src, dst=dst):
             return f"cat {shlex.quote(src)} >> {shlex.quote(dst)}"
+        case RandomSerial(path=path):
+            return shlex.join(("openssl", "rand", "-out", path, "-hex", "16"))
         case Verify(expect=expect):
             return shlex.join(
                 (

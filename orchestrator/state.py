@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.certcheck import problems
-from orchestrator.plan import Append, Copy, Plan, Run, State, Verify, Write
+from orchestrator.plan import Plan, State, reads, writes
 
 
 def inspect(out: Path, full: Plan) -> State:
@@ -19,15 +19,4 @@ def inspect(out: Path, full: Plan) -> State:
 
 def paths(plan: Plan) -> set[str]:
     """Every file a plan reads or writes (only those are looked at: --out may be a busy folder)."""
-    found: set[str] = set()
-    for step in plan.steps:
-        match step:
-            case Run(reads=reads, writes=writes):
-                found.update(reads, writes)
-            case Write(path=path):
-                found.add(path)
-            case Copy(src=src, dst=dst) | Append(src=src, dst=dst):
-                found.update((src, dst))
-            case Verify(expect=e):
-                found.update(p for p in (e.cert, e.key, e.issuer) if p)
-    return found
+    return {p for step in plan.steps for p in (*reads(step), *writes(step))}

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from orchestrator import certcheck, openssl, plan, render, runner, spec, validate
 from orchestrator.errors import RunError, SpecError
-from orchestrator.plan import Run, Verify
+from orchestrator.plan import RandomSerial, Run, Verify
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
 
@@ -655,7 +655,7 @@ def _sign_hostile_request(profile: str, out: Path, keys: dict[str, Path]) -> tup
     asked = x509.load_pem_x509_csr(csr.read_bytes()).extensions
     assert asked.get_extension_for_class(x509.BasicConstraints).value.ca, "the CSR does ask for CA:TRUE"
     for step in task.steps:
-        if isinstance(step, Run) and step.argv[1] in ("rand", "ca"):
+        if isinstance(step, RandomSerial) or (isinstance(step, Run) and step.argv[1] == "ca"):
             runner._do(step, out, tool)
     return task, out / "certs/client.maxroach.crt"
 

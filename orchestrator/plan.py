@@ -470,7 +470,7 @@ def _node_task(
         "node.cnf.j2",
         profile=profile.name,
         common_name=profile.node_cn,
-        sans=[("DNS", h) for h in dns] + [("IP", ip) for ip in ips],
+        sans=_sans(dns, ips),
         section="node_certificate",
         eku=",".join(eku),
     )
@@ -554,9 +554,7 @@ def _ui_task(
     dns, ips = _split_hosts(ui.hosts)
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
     # host, serverAuth only), with the extensions from our own section.
-    cnf_text = render(
-        "ui.cnf.j2", common_name=ui.hosts[0], sans=[("DNS", h) for h in dns] + [("IP", ip) for ip in ips]
-    )
+    cnf_text = render("ui.cnf.j2", common_name=ui.hosts[0], sans=_sans(dns, ips))
     expect = Expect(
         cert=cert,
         key=key,
@@ -696,6 +694,10 @@ def _split_hosts(hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ..
     """DNS names first, then IP addresses, each in the spec's order (as `cockroach cert list` shows them)."""
     ips = tuple(h for h in hosts if _is_ip(h))
     return tuple(h for h in hosts if h not in ips), ips
+
+
+def _sans(dns: tuple[str, ...], ips: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(("DNS", h) for h in dns) + tuple(("IP", ip) for ip in ips)
 
 
 def _is_ip(host: str) -> bool:

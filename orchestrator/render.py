@@ -41,4 +41,11 @@ def _environment() -> jinja2.Environment:
 
 
 def render(template: str, **context: Any) -> str:
-    return _environment().get_template(template).render(**context)
+    """`template` rendered with `context`, whose values are hashable (tuples, frozen dataclasses): the same
+    config is asked for twice in a run (once to inspect the folder, once to plan), and rendered once."""
+    return _render(template, tuple(sorted(context.items())))
+
+
+@cache
+def _render(template: str, context: tuple[tuple[str, Any], ...]) -> str:
+    return _environment().get_template(template).render(dict(context))

@@ -459,7 +459,7 @@ def test_a_san_value_with_a_comma_stays_one_entry(tmp_path: Path, premade_keys: 
         "node.cnf.j2",
         profile="secure",
         common_name="node",
-        sans=[("DNS", "a,DNS:node,IP:1.2.3.4")],
+        sans=(("DNS", "a,DNS:node,IP:1.2.3.4"),),
         section="node_certificate",
         eku="serverAuth",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from orchestrator import names
 from orchestrator.certcheck import Expect
@@ -167,6 +168,10 @@ class State:
     rotate: frozenset[str] = frozenset()
     # renew --keep-keys: ids of the certificate tasks that sign a new request made from the existing key.
     keep_keys: frozenset[str] = frozenset()
+    # When each existing CA certificate (by task id) expires, and when the folder was looked at: a leaf
+    # signed by a CA with less time left than a leaf's lifetime ends with its CA (secure profile).
+    ca_ends: dict[str, datetime] = field(default_factory=dict)
+    now: datetime | None = None
 
 
 # ------------------------------------------------------------------------------------------------ CAs
@@ -230,7 +235,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     state = state or State()
     profile = PROFILES[spec.profile]
     cas = signers(spec)
-    days = Lifetimes(spec.ca_days or profile.ca_days, spec.cert_days or profile.cert_days)
+    days = _lifetimes(spec, profile, cas, state)
 
     tasks: list[Task] = [Task("dirs", "directories", (MakeDirs(_dirs(spec)),))]
     for ca in cas.all:
@@ -245,22 +250,22 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     for node in spec.nodes:
         task_id = f"node:{node.name}"
         new_key = task_id not in state.keep_keys
-        tasks.append(_node_task(node.name, node.hosts, spec, profile, cas.node, days.cert, new_key))
+        tasks.append(_node_task(node.name, node.hosts, spec, profile, cas.node, days, new_key))
     for i, client in enumerate(spec.clients):
         cert = f"{names.CERTS_DIR}/{names.client_cert(client.user)}"
         request = Request(f"client.{client.user}", client.user, cert, first_user=i == 0, pkcs8=client.pkcs8)
         task_id = f"client:{client.user}"
         new_key = task_id not in state.keep_keys
-        tasks.append(_client_task(task_id, request, cas.client, profile, days.cert, spec, new_key))
+        tasks.append(_client_task(task_id, request, cas.client, profile, days, spec, new_key))
     if spec.layout != "standard":
         for node in spec.nodes:
             cert = f"{names.node_dir(node.name)}/client.node.crt"
             request = Request(f"client-node.{node.name}", "node", cert)
             task_id = f"client-node:{node.name}"
             new_key = task_id not in state.keep_keys
-            tasks.append(_client_task(task_id, request, cas.client, profile, days.cert, spec, new_key))
+            tasks.append(_client_task(task_id, request, cas.client, profile, days, spec, new_key))
     if spec.ui:
-        tasks.append(_ui_task(spec.ui, cas.ui, profile, days.cert, spec, "ui" not in state.keep_keys))
+        tasks.append(_ui_task(spec.ui, cas.ui, profile, days, spec, "ui" not in state.keep_keys))
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
@@ -333,6 +338,23 @@ def _is_signing(step: Step) -> bool:
 class Lifetimes:
     ca: int
     cert: int
+    caps: dict[str, str] = field(default_factory=dict)  # CA name -> `openssl ca -enddate` for its leaves
+
+
+def _lifetimes(spec: Spec, profile: Profile, cas: Signers, state: State) -> Lifetimes:
+    """The profile's (or the spec's) lifetimes; in the secure profile a leaf never outlives its CA: under
+    a CA that ends sooner than a new leaf would, the leaf ends with the CA (`cockroach cert` refuses
+    such a leaf instead; openssl would sign it)."""
+    days = Lifetimes(spec.ca_days or profile.ca_days, spec.cert_days or profile.cert_days)
+    if not profile.cap_at_ca or state.now is None:
+        return days
+    caps = {}
+    for ca in cas.all:
+        end = state.ca_ends.get(ca.task_id)
+        kept = ca.task_id in state.fresh and ca.name not in state.rotate
+        if kept and end is not None and state.now + timedelta(days=days.cert) > end:
+            caps[ca.name] = end.strftime("%Y%m%d%H%M%SZ")
+    return Lifetimes(days.ca, days.cert, caps)
 
 
 @dataclass(frozen=True)
@@ -458,7 +480,7 @@ def _database_task(ca: CA, profile: Profile) -> Task:
 
 
 def _node_task(
-    name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, ca: CA, cert_days: int, new_key: bool
+    name: str, hosts: tuple[str, ...], spec: Spec, profile: Profile, ca: CA, days: Lifetimes, new_key: bool
 ) -> Task:
     where = names.node_dir(name)
     key, cert = f"{where}/{names.NODE_KEY}", f"{where}/{names.NODE_CERT}"
@@ -481,14 +503,20 @@ def _node_task(
         Write(cnf, cnf_text),
         *(_keygen(key, spec) if new_key else ()),
         _request(cnf, key, csr, ascii_only=True),
-        *_sign(ca, profile, "signing_node_req", csr, cert, extfile, cert_days),
+        *_sign(ca, profile, "signing_node_req", csr, cert, extfile, days),
         Verify(expect),
     )
     return Task(f"node:{name}", f"node {name}", steps, expect, signer=ca.task_id)
 
 
 def _client_task(
-    task_id: str, request: Request, ca: CA, profile: Profile, cert_days: int, spec: Spec, new_key: bool = True
+    task_id: str,
+    request: Request,
+    ca: CA,
+    profile: Profile,
+    days: Lifetimes,
+    spec: Spec,
+    new_key: bool = True,
 ) -> Task:
     cnf, csr = f"{names.REQUESTS_DIR}/{request.name}.cnf", f"{names.REQUESTS_DIR}/{request.name}.csr"
     root_san = request.first_user and profile.first_user_root_san
@@ -511,7 +539,7 @@ def _client_task(
         Write(cnf, cnf_text),
         *(_keygen(request.key, spec) if new_key else ()),
         _request(cnf, request.key, csr, ascii_only=request.user.isascii()),
-        *_sign(ca, profile, "signing_client_req", csr, request.cert, None, cert_days),
+        *_sign(ca, profile, "signing_client_req", csr, request.cert, None, days),
         Verify(expect),
     )
     if request.pkcs8:
@@ -543,7 +571,7 @@ def _client_task(
 
 
 def _ui_task(
-    ui: UI, ca: CA | None, profile: Profile, cert_days: int, spec: Spec, new_key: bool = True
+    ui: UI, ca: CA | None, profile: Profile, days: Lifetimes, spec: Spec, new_key: bool = True
 ) -> Task:
     cert, key = f"{names.CERTS_DIR}/{names.UI_CERT}", f"{names.CERTS_DIR}/{names.UI_KEY}"
     if ca is None:
@@ -568,7 +596,7 @@ def _ui_task(
         Write(cnf, cnf_text),
         *(_keygen(key, spec) if new_key else ()),
         _request(cnf, key, csr, ascii_only=True),
-        *_sign(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), cert_days),
+        *_sign(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), days),
         Verify(expect),
     )
     return Task("ui", "DB Console certificate", steps, expect, signer=ca.task_id)
@@ -608,7 +636,7 @@ def _sign(
     csr: str,
     cert: str,
     extfile: tuple[str, str] | None,
-    cert_days: int,
+    days: Lifetimes,
 ) -> tuple[Step, ...]:
     """`openssl ca` as the docs write it; `extfile` = (file, section) takes the extensions from our own
     rendered section instead of ca.cnf's."""
@@ -636,7 +664,9 @@ def _sign(
         argv += ["-extensions", section]
     argv += ["-out", cert, "-outdir", f"{names.CERTS_DIR}/", "-in", csr]
     if profile.days_on_sign:
-        argv += ["-days", str(cert_days)]
+        argv += ["-days", str(days.cert)]
+    if ca.name in days.caps:
+        argv += ["-enddate", days.caps[ca.name]]
     if profile.notext:
         argv.append("-notext")
     argv.append("-batch")

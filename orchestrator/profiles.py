@@ -17,11 +17,12 @@ class Profile:
     first_user_root_san: bool  # the docs (v20.1+) give the first user `subjectAltName = DNS:root`
     extfile: bool  # secure: extensions from our rendered section (openssl ca -extfile), never the CSR
     notext: bool  # secure: -notext, so a .crt holds the PEM block only
+    cap_at_ca: bool  # secure: a leaf never outlives its CA (-enddate = the CA's end when that comes first)
 
 
 PROFILES = {
     # secure: 10-year CA (as `cockroach cert`: 10 x 366 days), 1-year leaves (what browsers accept).
-    "secure": Profile("secure", 3660, 365, False, True, "node", False, True, True),
-    "docs": Profile("docs", 365, 365, False, False, None, True, False, False),
-    "docs-v19": Profile("docs-v19", 3660, 1830, True, False, "node", False, False, False),
+    "secure": Profile("secure", 3660, 365, False, True, "node", False, True, True, True),
+    "docs": Profile("docs", 365, 365, False, False, None, True, False, False, False),
+    "docs-v19": Profile("docs-v19", 3660, 1830, True, False, "node", False, False, False, False),
 }

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.certcheck import problems
+from orchestrator.certcheck import load_cert, problems
 from orchestrator.plan import Plan, State, reads, writes
 
 
 def inspect(out: Path, full: Plan) -> State:
     """`full` is the plan for an empty folder; the result says which of its tasks are already done."""
+    now = datetime.now(UTC)
     present = frozenset(p for p in paths(full) if (out / p).is_file())
     fresh = frozenset(
-        task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out)
+        task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out, now)
     )
-    return State(fresh=fresh, present=present)
+    ca_ends = {}
+    for task in full.tasks:
+        if task.expect is not None and task.expect.is_ca and task.id in fresh:
+            ca_ends[task.id] = load_cert(out / task.expect.cert).not_valid_after_utc
+    return State(fresh=fresh, present=present, ca_ends=ca_ends, now=now)
 
 
 def paths(plan: Plan) -> set[str]:

@@ -200,3 +200,21 @@ def test_runs_with_a_hostile_umask(tmp_path: Path) -> None:
         os.umask(old)
     for key in tmp_path.rglob("*.key"):
         assert pkicheck.mode(key) & 0o077 == 0
+
+
+def test_a_leaf_never_outlives_its_ca(tmp_path: Path) -> None:
+    """Under a CA with less time left than a leaf's lifetime, the secure profile ends the leaf with the CA."""
+    spec = write_spec(tmp_path, 'key_type = "ec"\nca_days = 2\ncert_days = 1\n[[clients]]\nuser = "a"\n')
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    ca = pkicheck.read(out / "certs/ca.crt").cert
+    first = pkicheck.read(out / "certs/client.a.crt").cert
+    assert first.not_valid_after_utc < ca.not_valid_after_utc, "a 1-day leaf under a 2-day CA is not capped"
+    write_spec(
+        tmp_path,
+        'key_type = "ec"\nca_days = 2\ncert_days = 2\n[[clients]]\nuser = "a"\n[[clients]]\nuser = "b"\n',
+    )
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    second = pkicheck.read(out / "certs/client.b.crt").cert
+    assert second.not_valid_after_utc == ca.not_valid_after_utc
+    pkicheck.assert_client(out / "certs/client.b.crt", "b", out / "certs/ca.crt", secure=True)

@@ -7,8 +7,10 @@ import difflib
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -40,6 +42,21 @@ config_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Spec file (TOML). Default: the embedded certs.toml (one node on localhost, user root).",
 )
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def out_option(help: str, default: str | None = ".", required: bool = False) -> Callable[[F], F]:
+    """`--out DIR`: every command's output folder, the current one unless said otherwise."""
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None if required else default,
+        required=required,
+        show_default=default is not None and not required,
+        help=help,
+    )
+
+
 key_type_option = click.option(
     "--key-type",
     type=click.Choice(spec.KEY_TYPES),
@@ -60,13 +77,7 @@ def cli() -> None:
 
 @cli.command()
 @config_option
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="Output folder: certs/, my-safe-directory/, nodes/<name>/ are made in it.",
-)
+@out_option("Output folder: certs/, my-safe-directory/, nodes/<name>/ are made in it.")
 @profile_option
 @key_type_option
 @click.option(
@@ -127,12 +138,7 @@ def issue(
 
 @cli.command(name="plan")
 @config_option
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Print only what `issue --out DIR` would still run there (default: the whole run).",
-)
+@out_option("Print only what `issue --out DIR` would still run there (default: the whole run).", default=None)
 @profile_option
 @key_type_option
 def plan_command(config: Path | None, out: Path | None, profile: str | None, key_type: str | None) -> int:
@@ -148,12 +154,7 @@ def plan_command(config: Path | None, out: Path | None, profile: str | None, key
 
 @cli.command()
 @config_option
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder to write the .cnf files into.",
-)
+@out_option("Folder to write the .cnf files into.", required=True)
 @profile_option
 def render(config: Path | None, out: Path, profile: str | None) -> int:
     """Write only the openssl .cnf files, for review."""
@@ -168,13 +169,7 @@ def render(config: Path | None, out: Path, profile: str | None) -> int:
 
 @cli.command()
 @config_option
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="Output folder: keys go where `issue` puts them, requests to <out>/requests/.",
-)
+@out_option("Output folder: keys go where `issue` puts them, requests to <out>/requests/.")
 @profile_option
 def csr(config: Path | None, out: Path, profile: str | None) -> int:
     """Make keys and CSRs for a CA that crdb-certs may not touch; then `crdb-certs import`."""
@@ -204,13 +199,7 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
 @cli.command(name="import")
 @click.argument("returned", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @config_option
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="The folder `crdb-certs csr` wrote to.",
-)
+@out_option("The folder `crdb-certs csr` wrote to.")
 @profile_option
 def import_command(returned: Path, config: Path | None, out: Path, profile: str | None) -> int:
     """Install the certificates your CA returned for `crdb-certs csr`, checked, into the certs directories."""
@@ -226,13 +215,6 @@ def import_command(returned: Path, config: Path | None, out: Path, profile: str 
     return ExitStatus.OK
 
 
-out_option = click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="The output folder `issue` made.",
-)
 show_plan_option = click.option(
     "--plan", "show_plan", is_flag=True, help="Print what would run, as a bash script; change nothing."
 )
@@ -240,7 +222,7 @@ show_plan_option = click.option(
 
 @cli.command()
 @config_option
-@out_option
+@out_option("The output folder `issue` made.")
 @click.option(
     "--within",
     default=None,
@@ -292,7 +274,7 @@ def renew(
 
 @cli.command(name="rotate-ca")
 @config_option
-@out_option
+@out_option("The output folder `issue` made.")
 @click.option(
     "--finish", is_flag=True, help="Drop the old CA from the CA files, once every certificate is re-issued."
 )

@@ -185,6 +185,19 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def postgres_logins(certs: Path, users: list[str]) -> list[str]:
+    """Start PostgreSQL with `certs`' node.crt (client CA: ca.crt), log each user in with its own client
+    certificate as a CockroachDB client would (verify-full), and return `current_user` for each."""
+    server = PostgresServer(certs / "node.crt", certs / "node.key", certs / "ca.crt", roles=users)
+    try:
+        return [
+            server.current_user(u, certs / f"client.{u}.crt", certs / f"client.{u}.key", certs / "ca.crt")
+            for u in users
+        ]
+    finally:
+        server.stop()
+
+
 def _free_port() -> int:
     with socket.create_server(("127.0.0.1", 0)) as s:
         return int(s.getsockname()[1])

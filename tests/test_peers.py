@@ -11,7 +11,7 @@ import pytest
 
 from tests import pkicheck
 from tests.conftest import crdb
-from tests.peers import Party, PostgresServer, handshake
+from tests.peers import Party, PostgresServer, handshake, postgres_logins
 
 
 def node(folder: Path) -> Party:
@@ -105,17 +105,7 @@ def test_postgres_verify_full_checks_the_server_name(
 
 
 def test_postgres_with_the_default_pki(default_pki: Path) -> None:
-    certs = default_pki / "certs"
-    server = PostgresServer(certs / "node.crt", certs / "node.key", certs / "ca.crt", roles=["root"])
-    try:
-        assert (
-            server.current_user(
-                "root", certs / "client.root.crt", certs / "client.root.key", certs / "ca.crt"
-            )
-            == "root"
-        )
-    finally:
-        server.stop()
+    assert postgres_logins(default_pki / "certs", ["root"]) == ["root"]
 
 
 def test_postgres_with_the_docs_profile(tmp_path: Path) -> None:
@@ -126,20 +116,7 @@ def test_postgres_with_the_docs_profile(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs", "--quiet") == 0
-    certs = out / "certs"
-    server = PostgresServer(
-        certs / "node.crt", certs / "node.key", certs / "ca.crt", roles=["maxroach", "roach"]
-    )
-    try:
-        for user in ("maxroach", "roach"):
-            assert (
-                server.current_user(
-                    user, certs / f"client.{user}.crt", certs / f"client.{user}.key", certs / "ca.crt"
-                )
-                == user
-            )
-    finally:
-        server.stop()
+    assert postgres_logins(out / "certs", ["maxroach", "roach"]) == ["maxroach", "roach"]
 
 
 def test_ec_p256_keys_work_with_tls_and_postgres(tmp_path: Path) -> None:
@@ -150,16 +127,7 @@ def test_ec_p256_keys_work_with_tls_and_postgres(tmp_path: Path) -> None:
         assert "PRIVATE KEY" in key.read_text()
     assert pkicheck.read(certs / "node.crt").cert.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
     assert handshake(node(certs), client(certs, "root")) == "root"
-    server = PostgresServer(certs / "node.crt", certs / "node.key", certs / "ca.crt", roles=["root"])
-    try:
-        assert (
-            server.current_user(
-                "root", certs / "client.root.crt", certs / "client.root.key", certs / "ca.crt"
-            )
-            == "root"
-        )
-    finally:
-        server.stop()
+    assert postgres_logins(certs, ["root"]) == ["root"]
 
 
 def test_key_bits_with_ec_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

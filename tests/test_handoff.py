@@ -81,9 +81,8 @@ def org_sign(org: Path, csr: Path, out: Path, section: str) -> None:
     )
 
 
-@pytest.fixture
-def org(tmp_path: Path) -> Path:
-    folder = tmp_path / "org"
+def make_org_ca(folder: Path) -> Path:
+    """The organization's CA, made with plain openssl and its own config."""
     folder.mkdir()
     (folder / "org.cnf").write_text(ORG_CNF)
     subprocess.run(
@@ -107,6 +106,11 @@ def org(tmp_path: Path) -> Path:
         capture_output=True,
     )
     return folder
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Path:
+    return make_org_ca(tmp_path / "org")
 
 
 def sign_all(org: Path, out: Path, returned: Path) -> None:
@@ -207,29 +211,7 @@ def test_import_refuses_what_does_not_fit(
     elif damage == "wrong-usage":
         org_sign(org, out / "requests" / "client.root.csr", target, "server")
     else:
-        other = tmp_path / "other"
-        other.mkdir()
-        (other / "org.cnf").write_text(ORG_CNF)
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                other / "ca.key",
-                "-out",
-                other / "ca.crt",
-                "-days",
-                "365",
-                "-config",
-                other / "org.cnf",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        other = make_org_ca(tmp_path / "other")
         org_sign(other, out / "requests" / "client.root.csr", target, "client")
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     capsys.readouterr()

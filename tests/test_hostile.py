@@ -374,6 +374,27 @@ TRAPS = [
 ]
 
 
+def _common_names_of_request(cnf_text: str, key: Path, folder: Path) -> list[str]:
+    """Run real `openssl req` on a rendered client config; the CNs of the CSR it writes."""
+    (folder / "c.cnf").write_text(cnf_text, encoding="utf-8")
+    argv = (
+        "openssl",
+        "req",
+        "-new",
+        "-utf8",
+        "-config",
+        "c.cnf",
+        "-key",
+        str(key),
+        "-out",
+        "c.csr",
+        "-batch",
+    )
+    openssl.find().run(argv, folder)
+    csr = x509.load_pem_x509_csr((folder / "c.csr").read_bytes())
+    return [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
 @pytest.mark.parametrize("value", TRAPS)
 def test_cnf_value_keeps_each_trap_literal_through_openssl_req(
     value: str, tmp_path: Path, premade_keys: dict[str, Path]
@@ -381,25 +402,7 @@ def test_cnf_value_keeps_each_trap_literal_through_openssl_req(
     text = render.render(
         "client.cnf.j2", profile="secure", common_name=value, root_san=False, first_user=False
     )
-    (tmp_path / "c.cnf").write_text(text, encoding="utf-8")
-    openssl.find().run(
-        (
-            "openssl",
-            "req",
-            "-new",
-            "-utf8",
-            "-config",
-            "c.cnf",
-            "-key",
-            str(premade_keys["leaf"]),
-            "-out",
-            "c.csr",
-            "-batch",
-        ),
-        tmp_path,
-    )
-    csr = x509.load_pem_x509_csr((tmp_path / "c.csr").read_bytes())
-    assert [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [value]
+    assert _common_names_of_request(text, premade_keys["leaf"], tmp_path) == [value]
 
 
 def test_unescaped_rendering_is_what_the_filter_prevents(
@@ -412,24 +415,7 @@ def test_unescaped_rendering_is_what_the_filter_prevents(
     text = raw.get_template("client.cnf.j2").render(
         profile="secure", common_name="Acme #1", root_san=False, first_user=False
     )
-    (tmp_path / "c.cnf").write_text(text)
-    openssl.find().run(
-        (
-            "openssl",
-            "req",
-            "-new",
-            "-config",
-            "c.cnf",
-            "-key",
-            str(premade_keys["leaf"]),
-            "-out",
-            "c.csr",
-            "-batch",
-        ),
-        tmp_path,
-    )
-    csr = x509.load_pem_x509_csr((tmp_path / "c.csr").read_bytes())
-    assert [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["Acme"]
+    assert _common_names_of_request(text, premade_keys["leaf"], tmp_path) == ["Acme"]
 
 
 @pytest.mark.parametrize(

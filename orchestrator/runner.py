@@ -225,6 +225,8 @@ def _do_all(steps: list[Step], stage: Path, openssl: OpenSSL) -> None:
 
 
 def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
+    if _stop:
+        raise KeyboardInterrupt(f"signal {_stop[0]}")
     match step:
         case Run(argv=argv, writes=writes):
             openssl.run(argv, stage)
@@ -406,20 +408,28 @@ def _locked(path: Path) -> Iterator[None]:
 
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (docker stop, a CI timeout) ends the run like Ctrl-C: through every `finally`, so the
-    staging folder with its keys is removed. (SIGKILL cannot be caught: the next run cleans up.)"""
+    """SIGTERM (docker stop, a CI timeout) and Ctrl-C end the run like an interrupt, through every
+    `finally`, so the staging folder with its keys is removed. (SIGKILL cannot be caught: the next run
+    cleans up.) The interrupt is raised at the next step, not wherever the signal lands: raised inside
+    `sh` while it holds its own locks, it left key-pool threads waiting on them forever."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def request_stop(signum: int, _frame: object) -> None:
+        _stop.append(signum)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    _stop.clear()
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop.clear()
+
+
+_stop: list[int] = []  # signals received during a run; every step checks it before it starts
 
 
 @contextmanager

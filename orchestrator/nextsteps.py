@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import shlex
 from pathlib import Path
 
 from orchestrator import names
+from orchestrator.plan import split_hosts
 from orchestrator.spec import Spec
 
 
@@ -17,7 +17,7 @@ def next_steps(spec: Spec, out: Path) -> str:
     if spec.profile == "docs" and spec.nodes:
         # The docs' node.crt has no CN=node; CockroachDB learns the node's identity from this flag.
         first = spec.clients[0].user if spec.clients else None
-        dns = [h for h in spec.nodes[0].hosts if not _is_ip(h)]
+        dns, _ = split_hosts(spec.nodes[0].hosts)
         domain = next((h for h in dns if "." in h), dns[0] if dns else "<node-domain>")
         mapping = f"{domain}:node" + (f",{first}:root" if first else "")
         principal_map = f" --cert-principal-map={mapping}"
@@ -44,14 +44,6 @@ def next_steps(spec: Spec, out: Path) -> str:
         lines.append(f"  cockroach sql --url={shlex.quote(url)}")
     lines.append(f"  Keep {out / names.SAFE_DIR} off the nodes: it holds the CA key.")
     return "\n".join(lines)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _hostport(host: str) -> str:

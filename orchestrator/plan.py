@@ -487,7 +487,7 @@ def _node_task(
     cnf, csr = f"{names.REQUESTS_DIR}/node.{name}.cnf", f"{names.REQUESTS_DIR}/node.{name}.csr"
     # In the split layouts node.crt only serves; client.node.crt is what a node presents when it dials.
     eku = ("serverAuth",) if spec.layout != "standard" and profile.extfile else ("serverAuth", "clientAuth")
-    dns, ips = _split_hosts(hosts)
+    dns, ips = split_hosts(hosts)
     cnf_text = render(
         "node.cnf.j2",
         profile=profile.name,
@@ -579,7 +579,7 @@ def _ui_task(
         steps: tuple[Step, ...] = (Copy(str(ui.cert), cert), Copy(str(ui.key), key, mode=names.KEY_MODE))
         return Task("ui", "DB Console certificate (imported)", steps)
     cnf, csr = f"{names.REQUESTS_DIR}/ui.cnf", f"{names.REQUESTS_DIR}/ui.csr"
-    dns, ips = _split_hosts(ui.hosts)
+    dns, ips = split_hosts(ui.hosts)
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
     # host, serverAuth only), with the extensions from our own section.
     cnf_text = render("ui.cnf.j2", common_name=ui.hosts[0], sans=_sans(dns, ips))
@@ -720,7 +720,7 @@ def _bundle_task(bundles: dict[str, tuple[str, ...]]) -> Task:
     return Task("bundles", "assemble the certs directories", tuple(steps))
 
 
-def _split_hosts(hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def split_hosts(hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """DNS names first, then IP addresses, each in the spec's order (as `cockroach cert list` shows them)."""
     ips = tuple(h for h in hosts if _is_ip(h))
     return tuple(h for h in hosts if h not in ips), ips

@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# An editable install leaves our own modules uncompiled: compile them once, so that a run where
+	@# PYTHONDONTWRITEBYTECODE is set does not compile them again every time (~40 ms a run).
+	$(BIN)/python -m compileall -q orchestrator
 	touch $(STAMP)
 
 ## certs: a working certs directory from the embedded default spec (certs.toml), in this folder

@@ -3,7 +3,6 @@ so tests call it in-process."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import shlex
 import sys
@@ -13,15 +12,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
+# Only what `issue` needs is imported here: every run pays for each import (issue 6, fixed overhead).
+# rich (the progress line, `list`'s table), k8s and difflib are imported by the commands that use them.
 from orchestrator import (
     audit,
-    certlist,
     duration,
     imports,
-    k8s,
     lifecycle,
     names,
     openssl,
@@ -34,7 +31,18 @@ from orchestrator import (
 from orchestrator.errors import ExitStatus, UserError
 from orchestrator.nextsteps import next_steps
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+Say = Callable[[str], None]
+
+
+def _err(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _say(quiet: bool) -> Say:
+    """Where a command's report goes: stdout as plain text (never rich markup: a path or a user name in
+    square brackets is printed as it is), or nowhere with --quiet."""
+    return (lambda _: None) if quiet else click.echo
+
 
 config_option = click.option(
     "--config",
@@ -106,12 +114,11 @@ def issue(
         if not work:
             click.echo(f"{out}: up to date")
         return ExitStatus.FINDINGS if work else ExitStatus.OK
-    tool = openssl.find()
-    console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    say = _say(quiet)
     if sys.stdout.isatty() and not quiet:
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
-        ) as bar:
+        from rich.progress import Progress, SpinnerColumn, TextColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
             counter = bar.add_task("issuing certificates …", total=None)
             done = 0
 
@@ -120,19 +127,19 @@ def issue(
                 done += 1
                 bar.update(counter, description=f"{done} verified, last: {cert}")
 
-            result = runner.issue(the_spec, out, tool, jobs or 0, progress=advance)
+            result = runner.issue(the_spec, out, openssl.find, jobs or 0, progress=advance)
     else:
-        result = runner.issue(the_spec, out, tool, jobs or 0)
+        result = runner.issue(the_spec, out, openssl.find, jobs or 0)
     made = [t.title for t in result.plan.work()]
-    _audit_issued(out, result, console)
+    _audit_issued(out, result, say)
     if not result.changed:
-        console.print(f"{out}: up to date, nothing changed")
+        say(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
     for title in made:
-        console.print(f"made {title}")
+        say(f"made {title}")
     if result.transcript:
-        console.print(f"commands run: {result.transcript}")
-    console.print(next_steps(the_spec, out))
+        say(f"commands run: {result.transcript}")
+    say(next_steps(the_spec, out))
     return ExitStatus.OK
 
 
@@ -177,7 +184,7 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
     result = runner.issue(
         the_spec,
         out,
-        openssl.find(),
+        openssl.find,
         planner=lambda where: plan.build_requests(the_spec, state.inspect(where, plan.build(the_spec))),
     )
     full = plan.build(the_spec)
@@ -205,13 +212,12 @@ def import_command(returned: Path, config: Path | None, out: Path, profile: str 
     """Install the certificates your CA returned for `crdb-certs csr`, checked, into the certs directories."""
     the_spec = spec.load(config, profile)
     found = imports.check_returned(plan.build(the_spec), returned.resolve(), out)
-    console = Console(highlight=False, soft_wrap=True)
-    result = runner.issue(the_spec, out, openssl.find(), planner=lambda _: plan.build_import(the_spec, found))
-    _audit_issued(out, result, console)
-    console.print(
+    result = runner.issue(the_spec, out, openssl.find, planner=lambda _: plan.build_import(the_spec, found))
+    _audit_issued(out, result, click.echo)
+    click.echo(
         f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
     )
-    console.print(next_steps(the_spec, out))
+    click.echo(next_steps(the_spec, out))
     return ExitStatus.OK
 
 
@@ -268,7 +274,7 @@ def renew(
         if not quiet:
             click.echo(f"{out}: nothing expires within {shown}; nothing renewed")
         return ExitStatus.OK
-    result = runner.issue(the_spec, out, openssl.find(), planner=planner, backup=out / names.BACKUP_DIR)
+    result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
     return _report_lifecycle(the_spec, out, config, result, "renew", quiet)
 
 
@@ -297,31 +303,31 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     if show_plan:
         click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage}) for {out}"), nl=False)
         return ExitStatus.OK
-    result = runner.issue(the_spec, out, openssl.find(), planner=planner, backup=out / names.BACKUP_DIR)
+    result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
     return _report_lifecycle(the_spec, out, config, result, stage, quiet)
 
 
 def _report_lifecycle(
     the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: str, quiet: bool
 ) -> int:
-    console = Console(quiet=quiet, highlight=False, soft_wrap=True)
-    _audit_issued(out, result, console)
+    say = _say(quiet)
+    _audit_issued(out, result, say)
     if stage == "finish":
         for ca in plan.signers(the_spec).all:
-            console.print(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted", markup=False)
+            say(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted")
     elif stage == "rotate":
         for ca in plan.signers(the_spec).all:
-            console.print(f"{out / ca.cert}: the new CA, then the old one (both trusted)", markup=False)
+            say(f"{out / ca.cert}: the new CA, then the old one (both trusted)")
     for task in result.plan.work():
         if task.signer is not None:
-            console.print(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}", markup=False)
+            say(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}")
     if result.backup:
         what = "the old CA key and the files replaced" if stage == "rotate" else "the files replaced"
-        console.print(f"{what}: kept in {result.backup} (delete it when you no longer need it)", markup=False)
+        say(f"{what}: kept in {result.backup} (delete it when you no longer need it)")
     nodes, users = lifecycle.touched(result.plan)
     if stage != "renew":
         nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
-    console.print(lifecycle.rollout(the_spec, out, config, stage, nodes, users), markup=False)
+    say(lifecycle.rollout(the_spec, out, config, stage, nodes, users))
     return ExitStatus.OK
 
 
@@ -377,6 +383,8 @@ def export_group() -> None:
 def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Path, name_prefix: str) -> int:
     """Kubernetes Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user."""
     the_spec = spec.load(config)
+    from orchestrator import k8s
+
     found = k8s.secrets(the_spec, source, name_prefix)
     k8s.write_private(out, k8s.manifest(found, namespace, source))
     for secret in found:
@@ -436,6 +444,10 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) 
 )
 def list_command(certs_dir: Path, output: str) -> int:
     """The `cockroach cert list` table for CERTS_DIR, plus the days each certificate has left."""
+    from rich.console import Console
+
+    from orchestrator import certlist
+
     found = certlist.listing(certs_dir)
     if output == "json":
         click.echo(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
@@ -445,7 +457,7 @@ def list_command(certs_dir: Path, output: str) -> int:
             console = Console(highlight=False, width=max(console.width, 200))
         console.print(found.table())
     if found.fatal:
-        _err.print(f"error: {found.fatal}", markup=False)
+        _err(f"error: {found.fatal}")
         return ExitStatus.FINDINGS
     return ExitStatus.OK
 
@@ -465,6 +477,8 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
 
     Default: the spec's profile (secure unless it says otherwise) against the docs' exact configs.
     """
+    import difflib
+
     mine = spec.load(config, profile)
     theirs = spec.load(config, against)
     new, old = plan.build(mine).configs(), plan.build(theirs).configs()
@@ -485,7 +499,7 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
     return ExitStatus.OK
 
 
-def _audit_issued(out: Path, result: runner.Result, console: Console) -> None:
+def _audit_issued(out: Path, result: runner.Result, say: Say) -> None:
     """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
     health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201."""
     written = {
@@ -495,10 +509,10 @@ def _audit_issued(out: Path, result: runner.Result, console: Console) -> None:
     for folder in written or result.plan.bundles:
         report = audit.audit(out / folder)
         if report.errors:
-            _err.print(report.text(("error",)), markup=False)
+            _err(report.text(("error",)))
             failed.append(f"{folder} ({len(report.errors)} error{'s' if len(report.errors) > 1 else ''})")
         elif report.count("warning"):
-            console.print(report.text(("warning",)), markup=False)
+            say(report.text(("warning",)))
     if failed:
         raise audit.AuditFailed(
             f"audit: CockroachDB would refuse {', '.join(failed)} in {out}: see the findings above"
@@ -511,12 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         status = cli.main(args=argv, prog_name="crdb-certs", standalone_mode=False)
     except click.ClickException as e:
         # One line, like every other user mistake; `--help` has the rest.
-        _err.print(f"error: {e.format_message()}", markup=False)
+        _err(f"error: {e.format_message()}")
         return ExitStatus.USAGE
     except click.exceptions.Abort:
-        _err.print("aborted")
+        _err("aborted")
         return ExitStatus.FAILED
     except UserError as e:
-        _err.print(f"error: {e}", markup=False)
+        _err(f"error: {e}")
         return e.status
     return int(status or 0)

@@ -10,8 +10,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import sh
-
 from orchestrator.errors import RunError, UserError
 
 # openssl reads $OPENSSL_CONF for commands given no -config (genrsa, rand): pin it to nothing, so the
@@ -27,6 +25,8 @@ class OpenSSL:
     def run(self, argv: tuple[str, ...], cwd: Path) -> str:
         """Run `argv` (whose argv[0] is "openssl") in `cwd`; return stdout, raise RunError on failure."""
         assert argv[0] == "openssl", argv
+        import sh  # here, not at the top: a run with nothing to make never pays for it (issue 6)
+
         try:
             with open(os.devnull, "rb") as stdin:
                 out = sh.Command(self.path)(
@@ -72,6 +72,8 @@ def find() -> OpenSSL:
     # Absolute: openssl runs inside the staging folder, where a relative PATH entry (`.`, `bin`) would
     # find nothing, or something planted there.
     path = os.path.abspath(found)
+    import sh
+
     try:
         version = str(sh.Command(path)("version", _env=_environment(), _preexec_fn=_private_umask)).strip()
     except sh.ErrorReturnCode as e:

@@ -53,6 +53,9 @@ from orchestrator.plan import (
 from orchestrator.spec import Spec
 
 Progress = Callable[[str], None]
+# The openssl to run, or how to find it: found only if the run has an openssl command to run, so that an
+# up-to-date folder is checked without starting openssl (or importing `sh`) at all.
+Tool = OpenSSL | Callable[[], OpenSSL]
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Result:
 def issue(
     spec: Spec,
     out: Path,
-    openssl: OpenSSL,
+    openssl: Tool,
     jobs: int = 0,
     progress: Progress | None = None,
     planner: Callable[[Path], Plan] | None = None,
@@ -76,6 +79,10 @@ def issue(
     it is called under the lock, so it sees the folder as no other run is changing it. With `backup`
     (renew, rotate-ca), every file the run replaces is first kept in a new `<backup>/<UTC time>/` folder,
     and a CA the plan rotates may get a new key: the old one is moved there."""
+    find = openssl if not isinstance(openssl, OpenSSL) else lambda: openssl
+    tool = None
+    if not (out / names.STATE_DIR).is_dir():
+        tool = find()  # a first run always needs it: a missing openssl is refused before any mkdir
     try:
         out.mkdir(parents=True)
     except FileExistsError:
@@ -96,7 +103,9 @@ def issue(
         kept = None
         try:
             _stage_inputs(todo, out, stage)
-            _run(todo, stage, openssl, jobs or os.cpu_count() or 1, progress or (lambda _: None))
+            if tool is None and any(isinstance(s, Run) for s in todo.steps):
+                tool = find()
+            _run(todo, stage, tool, jobs or os.cpu_count() or 1, progress or (lambda _: None))
             with _signals_deferred():
                 changed, kept = _commit(todo, out, stage, work, backup)
         finally:
@@ -177,7 +186,7 @@ def _check_private(key: Path) -> None:
 # ---------------------------------------------------------------------------------------- running
 
 
-def _run(todo: Plan, stage: Path, openssl: OpenSSL, jobs: int, progress: Progress) -> None:
+def _run(todo: Plan, stage: Path, openssl: OpenSSL | None, jobs: int, progress: Progress) -> None:
     steps = list(todo.steps)
     # Folders and configs depend on nothing: make them first.
     early = {i for i, s in enumerate(steps) if isinstance(s, MakeDirs) or is_config(s)}
@@ -219,16 +228,17 @@ def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
     return chains
 
 
-def _do_all(steps: list[Step], stage: Path, openssl: OpenSSL) -> None:
+def _do_all(steps: list[Step], stage: Path, openssl: OpenSSL | None) -> None:
     for step in steps:
         _do(step, stage, openssl)
 
 
-def _do(step: Step, stage: Path, openssl: OpenSSL) -> None:
+def _do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
     if _stop:
         raise KeyboardInterrupt(f"signal {_stop[0]}")
     match step:
         case Run(argv=argv, writes=writes):
+            assert openssl is not None  # `issue` finds it when the plan has a command to run
             openssl.run(argv, stage)
             for path in writes:
                 _check_output(stage / path, argv)

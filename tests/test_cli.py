@@ -114,3 +114,15 @@ def test_a_lost_docs_serial_file_is_refused_not_reset(
     assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs") == 2
     assert "serial.txt: missing, but its CA still exists" in capsys.readouterr().err
     assert not (out / "certs" / "client.b.crt").exists()
+
+
+def test_reports_print_names_verbatim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What `issue` prints is plain text: a folder called `[bold]x` or `:smile:` is shown as it is named
+    (rich markup or emoji codes would have rewritten both)."""
+    out = tmp_path / "[bold]certs :smile:"
+    spec = write_spec(tmp_path, '[[clients]]\nuser = "root"\n')
+    assert crdb("issue", "--config", spec, "--out", out, "--key-type", "ec") == 0
+    said = capsys.readouterr().out
+    assert f"commands run: {out}/transcript-" in said
+    assert crdb("issue", "--config", spec, "--out", out, "--key-type", "ec") == 0
+    assert f"{out}: up to date, nothing changed" in capsys.readouterr().out

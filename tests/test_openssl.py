@@ -176,3 +176,30 @@ def test_a_failing_openssl_stops_the_run_and_leaves_nothing(tmp_path: Path, body
     assert run.stderr.startswith("error: ") and message in run.stderr, run.stderr
     assert "PRIVATE KEY" not in run.stderr + run.stdout
     _nothing_committed(tmp_path / "out")
+
+
+def test_an_up_to_date_folder_is_checked_without_openssl(tmp_path: Path) -> None:
+    """openssl is found only when there is something to run: a no-op run (a health check, audit included)
+    works where openssl is not installed; a run with work to do is then refused in one line, unchanged."""
+    assert issue(tmp_path, os.environ["PATH"]).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    noop = issue(tmp_path, str(empty))
+    assert noop.returncode == 0, noop.stderr
+    assert "up to date, nothing changed" in noop.stdout
+
+    spec = write_spec(tmp_path, SPEC + '\n[[clients]]\nuser = "maxroach"\n', name="more.toml")
+    more = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "issue", "--config", spec, "--out", tmp_path / "out"],
+        cwd=REPO,
+        env={**os.environ, "PATH": str(empty)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert more.returncode != 0
+    one_line_error(more, "error: openssl: not found on PATH")
+    after = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert after == before

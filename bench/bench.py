@@ -8,6 +8,10 @@ them alike):
 - docs-order  the docs' page command by command
 - crdb-certs  `crdb-certs issue --config SPEC --out DIR --quiet --jobs J`, then on its output
               a no-op re-run (nothing to do) and "+1 node" (the spec with one node more)
+- floor ec, crdb-certs ec
+              the floor script and crdb-certs again with EC P-256 keys instead of RSA 2048
+- sh floor ec the floor's openssl commands run from Python through `sh`, as crdb-certs runs them, and
+              nothing else (bench/sh_floor.py)
 
 Every run is read back with `cryptography` (files present, keys match, signed by the CA, SANs) before its
 time counts, so a broken run cannot pass for a fast one. Medians and ratios are printed and written to
@@ -46,6 +50,9 @@ import scripts  # bench/ is not a package
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("floor", "docs-order", "crdb-certs")
 EXTRA = ("no-op re-run", "+1 node")
+# The same cluster with EC P-256 keys (issue 6: >= 10x faster than RSA); "sh floor ec" runs the floor's
+# openssl commands through `sh` from Python (bench/sh_floor.py): the least crdb-certs' way of running costs.
+EC_KINDS = ("floor ec", "sh floor ec", "crdb-certs ec")
 
 
 @dataclass
@@ -129,7 +136,21 @@ def verify(out: Path, n: int) -> None:
 def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Results, scratch: Path) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"{kind}-{n}-", dir=scratch))
     samples: list[Sample] = []
-    if kind == "crdb-certs":
+    if kind == "crdb-certs ec":
+        spec = scratch / f"cluster-{n}-ec.toml"
+        spec.write_text(scripts.spec_toml(n, args.profile, key_type="ec"))
+        crdb = [
+            *shlex.split(args.crdb_certs),
+            "issue",
+            "--out",
+            str(out),
+            "--quiet",
+            "--jobs",
+            str(args.jobs),
+        ]
+        samples.append(Sample(kind, n, rnd, *_timed([*crdb, "--config", str(spec)], scratch)))
+        verify(out, n)
+    elif kind == "crdb-certs":
         crdb = [
             *shlex.split(args.crdb_certs),
             "issue",
@@ -148,8 +169,16 @@ def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Res
         verify(out, n)
         samples.append(Sample("+1 node", n, rnd, *_timed([*crdb, "--config", str(bigger)], scratch)))
         verify(out, n + 1)
+    elif kind == "sh floor ec":
+        python = Path(shlex.split(args.crdb_certs)[0]).with_name("python")
+        argv = [str(python), str(REPO / "bench" / "sh_floor.py"), "--n", str(n), "--jobs", str(args.jobs)]
+        samples.append(Sample(kind, n, rnd, *_timed([*argv, "--key-type", "ec"], out)))
+        verify(out, n)
     else:
-        text = scripts.floor(n, args.jobs) if kind == "floor" else scripts.docs_order(n)
+        if kind == "docs-order":
+            text = scripts.docs_order(n)
+        else:
+            text = scripts.floor(n, args.jobs, key_type="ec" if kind == "floor ec" else "rsa")
         (out / "run.sh").write_text(text)
         samples.append(Sample(kind, n, rnd, *_timed(["bash", "run.sh"], out)))
         verify(out, n)
@@ -239,6 +268,13 @@ def table(results: Results, ns: list[int]) -> list[dict[str, float | int]]:
                 "crdb_certs_ms_per_cert": 1000 * crdb / certs,
                 "noop_rerun_s": results.median("no-op re-run", n),
                 "plus_one_node_s": results.median("+1 node", n),
+                "floor_ec_s": results.median("floor ec", n),
+                "crdb_certs_ec_s": results.median("crdb-certs ec", n),
+                "sh_floor_ec_s": results.median("sh floor ec", n),
+                "crdb_ec_over_floor_ec": _ratio(
+                    results.median("crdb-certs ec", n), results.median("floor ec", n)
+                ),
+                "rsa_over_ec": _ratio(crdb, results.median("crdb-certs ec", n)),
             }
         )
     return rows
@@ -270,10 +306,25 @@ def markdown(results: Results, rows: list[dict[str, float | int]]) -> str:
         )
     lines += [
         "",
+        'The same clusters with EC P-256 keys (`key_type = "ec"`): the floor script with `openssl genpkey`, '
+        "and crdb-certs.",
+        "",
+        "| N | floor ec | sh floor ec | crdb-certs ec | crdb ec/floor ec | crdb-certs rsa / crdb-certs ec "
+        "| crdb-certs rsa / sh floor ec |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n']} | {r['floor_ec_s']:.2f} | {r['sh_floor_ec_s']:.2f} | {r['crdb_certs_ec_s']:.2f} "
+            f"| {r['crdb_ec_over_floor_ec']:.2f} | {r['rsa_over_ec']:.1f} "
+            f"| {_ratio(float(r['crdb_certs_s']), float(r['sh_floor_ec_s'])):.1f} |"
+        )
+    lines += [
+        "",
         "floor: keys generated --jobs at a time (xargs -P), then requests and signatures in series; "
         "docs-order: the docs' page, every command one after another; both from bench/scripts.py.",
         "Targets (issue 6): crdb/floor ≤ 1.10 at N = 50 and 200; no-op re-run of N = 200 < 1 s; "
-        "+1 node on N = 200 < 0.5 s + one key generation.",
+        "+1 node on N = 200 < 0.5 s + one key generation; crdb-certs rsa / crdb-certs ec ≥ 10 at N = 200.",
         "",
     ]
     return "\n".join(lines)
@@ -399,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rnd in range(args.rounds):
             for n in ns:
-                order = KINDS[rnd % 3 :] + KINDS[: rnd % 3]  # rotate: nobody always runs first
+                every = KINDS + EC_KINDS
+                order = every[rnd % len(every) :] + every[: rnd % len(every)]  # nobody always runs first
                 for kind in order:
                     run_case(kind, n, rnd, args, results, scratch)
     finally:

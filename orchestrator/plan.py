@@ -276,9 +276,9 @@ def build(spec: Spec, state: State | None = None) -> Plan:
 def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
     """`rotate-ca --finish`: each CA file in `cas` (ca, ca-client, ca-ui) keeps only its first certificate,
     the new CA, and the certs directories get the result. Everything else is planned as by `build`."""
-    full = build(spec, state)
+    full, whole = build(spec, state), build(spec)
     finish: list[Task] = []
-    for task in build(spec).tasks:
+    for task in whole.tasks:
         if task.id in cas and task.expect is not None:
             only_new = f"{names.REQUESTS_DIR}/{task.id}.new.crt"
             steps: tuple[Step, ...] = (
@@ -291,7 +291,8 @@ def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
                 Verify(task.expect),
             )
             finish.append(Task(f"{task.id}:finish", f"{task.expect.cert}: the new CA only", steps))
-    tasks = [*full.tasks[:-1], *finish, full.tasks[-1]]  # before the certs directories are assembled
+    # Before the certs directories are assembled: all of them, since every CA file changes.
+    tasks = [*full.tasks[:-1], *finish, whole.tasks[-1]]
     return Plan(spec, tuple(tasks), full.bundles)
 
 
@@ -376,9 +377,23 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
     """Drop the tasks whose artefact is fresh, unless the CA that signs it is being made again.
 
     A fresh task keeps only its config steps: configs are always rendered, so the folder shows the spec.
+    Copies into the certs directories are kept only where the file copied is made again, or its copy is
+    missing or differs (State.present leaves those out): adding a node copies ca.crt into that node's
+    folder, not into the other 200.
     """
     redone: set[str] = set()
+    made_by = {path: task.id for task in tasks for step in task.steps for path in writes(step)}
     for task in tasks:
+        if any(isinstance(s, Copy) for s in task.steps) and task.expect is None:
+            copies = tuple(
+                s
+                for s in task.steps
+                if not isinstance(s, Copy) or made_by.get(s.src) in redone or s.dst not in state.present
+            )
+            if copies:
+                redone.add(task.id)
+            yield Task(task.id, task.title, copies)  # kept when empty: build_finish replaces it
+            continue
         if task.expect is not None:
             needed = task.id not in state.fresh or task.signer in redone
         elif task.creates:

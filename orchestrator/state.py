@@ -6,13 +6,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.certcheck import load_cert, problems
-from orchestrator.plan import Plan, State, reads, writes
+from orchestrator.plan import Copy, Plan, State, reads, writes
 
 
 def inspect(out: Path, full: Plan) -> State:
-    """`full` is the plan for an empty folder; the result says which of its tasks are already done."""
+    """`full` is the plan for an empty folder; the result says which of its tasks are already done.
+    A copy that differs from its source (a node's ca.crt edited by hand, say) counts as missing."""
     now = datetime.now(UTC)
-    present = frozenset(p for p in paths(full) if (out / p).is_file())
+    found = {p for p in paths(full) if (out / p).is_file()}
+    for step in full.steps:
+        if isinstance(step, Copy) and step.dst in found and not _same(out / step.src, out / step.dst):
+            found.discard(step.dst)
+    present = frozenset(found)
     fresh = frozenset(
         task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out, now)
     )
@@ -26,3 +31,10 @@ def inspect(out: Path, full: Plan) -> State:
 def paths(plan: Plan) -> set[str]:
     """Every file a plan reads or writes (only those are looked at: --out may be a busy folder)."""
     return {p for step in plan.steps for p in (*reads(step), *writes(step))}
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False

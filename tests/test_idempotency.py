@@ -100,3 +100,29 @@ def test_a_changed_spec_changes_only_what_it_must(
         )
     serials = [line.split("\t")[3] for line in (out / "index.txt").read_text().splitlines()]
     assert len(serials) == len(set(serials)) == 6, "one database line per certificate, no serial twice"
+
+
+def test_copies_into_the_certs_directories_follow_the_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new node gets ca.crt copied into its own folder only; a copy edited by hand is put right."""
+    spec = write_spec(tmp_path, NODE_A.format(extra="") + NODE_B + ROOT)
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+
+    def copies_planned() -> list[str]:
+        capsys.readouterr()
+        assert crdb("plan", "--config", spec, "--out", out) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("cp ")]
+
+    write_spec(tmp_path, NODE_A.format(extra="") + NODE_B + NODE_C + ROOT)
+    assert copies_planned() == ["cp -p certs/ca.crt nodes/c/ca.crt"]
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert copies_planned() == []
+
+    ca = (out / "certs/ca.crt").read_bytes()
+    (out / "nodes/b/ca.crt").write_bytes(ca + b"# edited\n")
+    assert copies_planned() == ["cp -p certs/ca.crt nodes/b/ca.crt"]
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert (out / "nodes/b/ca.crt").read_bytes() == ca
+    assert copies_planned() == []

@@ -238,6 +238,9 @@ show_plan_option = click.option(
     "--nodes", default=None, help="Renew exactly these nodes' certificates (names, comma-separated)."
 )
 @click.option("--clients", default=None, help="Renew exactly these users' certificates (comma-separated).")
+@click.option(
+    "--ui", is_flag=True, help="Renew the DB Console certificate (ui.crt), with --nodes/--clients or alone."
+)
 @click.option("--keep-keys", is_flag=True, help="Sign a new request made from each existing key.")
 @show_plan_option
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
@@ -247,6 +250,7 @@ def renew(
     within: str | None,
     nodes: str | None,
     clients: str | None,
+    ui: bool,
     keep_keys: bool,
     show_plan: bool,
     quiet: bool,
@@ -257,12 +261,14 @@ def renew(
     """
     the_spec = spec.load(config)
     node_names, users = _csv(nodes), _csv(clients)
-    if within is not None and (node_names or users):
-        raise UserError("--within: not with --nodes/--clients, which renew exactly the certificates named")
+    if within is not None and (node_names or users or ui):
+        raise UserError(
+            "--within: not with --nodes/--clients/--ui, which renew exactly the certificates named"
+        )
     window = duration.parse("--within", within) if within is not None else None
 
     def planner(where: Path) -> plan.Plan:
-        chosen = lifecycle.select(the_spec, where, node_names, users, window)
+        chosen = lifecycle.select(the_spec, where, node_names, users, window, ui=ui)
         return lifecycle.renew_plan(the_spec, where, chosen, keep_keys)
 
     todo = planner(out)  # every mistake is reported before anything is touched
@@ -324,7 +330,7 @@ def _report_lifecycle(
     if result.backup:
         what = "the old CA key and the files replaced" if stage == "rotate" else "the files replaced"
         say(f"{what}: kept in {result.backup} (delete it when you no longer need it)")
-    nodes, users = lifecycle.touched(result.plan)
+    nodes, users = lifecycle.touched(the_spec, result.plan)
     if stage != "renew":
         nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
     say(lifecycle.rollout(the_spec, out, config, stage, nodes, users))

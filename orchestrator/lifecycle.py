@@ -44,12 +44,21 @@ def select(
     clients: tuple[str, ...] = (),
     within: timedelta | None = None,
     now: datetime | None = None,
+    ui: bool = False,
 ) -> list[str]:
-    """The ids of the leaf tasks to renew: exactly the named nodes and clients, or else every leaf that
-    expires within the window (default 30 days)."""
+    """The ids of the leaf tasks to renew: exactly the named nodes and clients (and the DB Console
+    certificate with `ui`), or else every leaf that expires within the window (default 30 days)."""
     full = plan.build(spec)
     ids = {t.id for t in leaves(full)}
-    if nodes or clients:
+    if ui:
+        if spec.ui is None:
+            raise UserError("--ui: the spec has no [ui] table, so there is no DB Console certificate")
+        if spec.ui.issuer == "import":
+            raise UserError(
+                '--ui: ui.issuer is "import": renew ui.crt where it was made, then point ui.cert and '
+                "ui.key at the new files and run `crdb-certs issue`"
+            )
+    if nodes or clients or ui:
         known_nodes = [n.name for n in spec.nodes]
         known_users = [c.user for c in spec.clients]
         chosen: list[str] = []
@@ -62,6 +71,8 @@ def select(
             if user not in known_users:
                 raise SpecError("--clients", raw, f"is not a client of the spec ({_listed(known_users)})")
             chosen.append(f"client:{user}")
+        if ui:
+            chosen.append(plan.UI_TASK)
         return list(dict.fromkeys(chosen))
     now = now or datetime.now(UTC)
     window = DEFAULT_WINDOW if within is None else within
@@ -187,10 +198,12 @@ def still_old(full: Plan, out: Path) -> list[str]:
 # -------------------------------------------------------------------------------- operator's steps
 
 
-def touched(todo: Plan) -> tuple[list[str], list[str]]:
-    """The nodes and the users whose files a plan makes anew."""
+def touched(spec: Spec, todo: Plan) -> tuple[list[str], list[str]]:
+    """The nodes and the users whose files a plan makes anew (a new ui.crt goes to every node)."""
     made = [t.id for t in todo.tasks if t.expect is not None and any(not is_config(s) for s in t.steps)]
     nodes = [i.split(":", 1)[1] for i in made if i.startswith(("node:", "client-node:"))]
+    if plan.UI_TASK in made:
+        nodes += [n.name for n in spec.nodes]
     users = [i.split(":", 1)[1] for i in made if i.startswith("client:")]
     return list(dict.fromkeys(nodes)), users
 

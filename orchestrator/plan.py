@@ -19,6 +19,8 @@ from orchestrator.profiles import PROFILES, Profile
 from orchestrator.render import render
 from orchestrator.spec import UI, ExternalCA, Spec
 
+UI_TASK = "ui"  # the id of the DB Console certificate's task (`renew --ui` names it)
+
 # ---------------------------------------------------------------------------------------------- steps
 
 
@@ -265,7 +267,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
             new_key = task_id not in state.keep_keys
             tasks.append(_client_task(task_id, request, cas.client, profile, days, spec, new_key))
     if spec.ui:
-        tasks.append(_ui_task(spec.ui, cas.ui, profile, days, spec, "ui" not in state.keep_keys))
+        tasks.append(_ui_task(spec.ui, cas.ui, profile, days, spec, UI_TASK not in state.keep_keys))
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
@@ -320,7 +322,7 @@ def build_import(spec: Spec, returned: dict[str, str]) -> Plan:
     for task in full.tasks:
         if task.expect is not None and task.signer is not None:
             tasks.append(Task(task.id, task.title, (Copy(returned[task.id], task.expect.cert),)))
-        elif task.id == "ui":  # an imported UI certificate is installed as `issue` would
+        elif task.id == UI_TASK:  # an imported UI certificate is installed as `issue` would
             tasks.append(task)
     tasks.append(full.tasks[-1])  # the certs directories
     return Plan(spec, tuple(tasks), full.bundles)
@@ -592,7 +594,7 @@ def _ui_task(
     if ca is None:
         assert ui.cert and ui.key  # an import, checked when the spec was loaded (imports.py)
         steps: tuple[Step, ...] = (Copy(str(ui.cert), cert), Copy(str(ui.key), key, mode=names.KEY_MODE))
-        return Task("ui", "DB Console certificate (imported)", steps)
+        return Task(UI_TASK, "DB Console certificate (imported)", steps)
     cnf, csr = f"{names.REQUESTS_DIR}/ui.cnf", f"{names.REQUESTS_DIR}/ui.csr"
     dns, ips = split_hosts(ui.hosts)
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
@@ -614,7 +616,7 @@ def _ui_task(
         *_sign(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), days),
         Verify(expect),
     )
-    return Task("ui", "DB Console certificate", steps, expect, signer=ca.task_id)
+    return Task(UI_TASK, "DB Console certificate", steps, expect, signer=ca.task_id)
 
 
 def _keygen(key: str, spec: Spec) -> tuple[Step, ...]:

@@ -160,9 +160,52 @@ def test_renew_selects_by_window_or_exactly_by_name_and_can_keep_keys(tmp_path: 
     assert len(list((out / "backup").iterdir())) == 2  # one backup folder per run
 
 
+def test_renew_ui_reissues_the_db_console_certificate_in_every_certs_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, out = issue(tmp_path, '[ui]\nhosts = ["localhost"]\n')
+    before = snapshot(out)
+    capsys.readouterr()
+    assert crdb("renew", "--config", spec, "--out", out, "--ui") == 0
+    printed = capsys.readouterr().out
+    after = snapshot(out)
+    changed = {p for p in after if p in before and after[p] != before[p] and p.endswith((".crt", ".key"))}
+    ui_files = {f"{d}/{f}" for d in ("certs", "nodes/n1", "nodes/n2") for f in ("ui.crt", "ui.key")}
+    assert changed == ui_files  # nothing but the UI pair, wherever it is
+    assert after["nodes/n1/ui.crt"] == after["nodes/n2/ui.crt"] == after["certs/ui.crt"]
+    old = x509.load_pem_x509_certificate(before["certs/ui.crt"])
+    new = certs_of(out / "certs/ui.crt")[0]
+    assert new.serial_number != old.serial_number
+    assert issued_by(new, certs_of(out / "certs/ca.crt")[0])
+    assert public(new) == public(key_of(out / "nodes/n1/ui.key")) != public(old)
+    # Every node serves the new certificate to a browser that trusts the CA (no client certificate).
+    ui = Party(out / "nodes/n2/ui.crt", out / "nodes/n2/ui.key", out / "nodes/n2/ca.crt")
+    browser = Party(None, None, out / "certs/ca.crt")
+    assert handshake(ui, browser, "localhost", client_auth=False) == ""
+    # Both nodes are told to take their folder: the new ui.crt is in each.
+    assert f"copy {out / 'nodes/n1'}/ to n1's" in printed and f"copy {out / 'nodes/n2'}/ to n2's" in printed
+
+
+def test_renew_ui_of_an_imported_certificate_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, made = issue(tmp_path / "made", '[ui]\nhosts = ["localhost"]\n')
+    pair = f'cert = "{made}/certs/ui.crt"\nkey = "{made}/certs/ui.key"\n'
+    extra = f'[ui]\nhosts = ["localhost"]\nissuer = "import"\n{pair}'
+    spec, out = issue(tmp_path, extra)
+    before = snapshot(out)
+    capsys.readouterr()
+    assert crdb("renew", "--config", spec, "--out", out, "--ui") == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --ui: ui.issuer is "import"') and err.count("\n") == 1, err
+    assert snapshot(out) == before
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (("--ui",), "error: --ui: the spec has no [ui] table"),
+        (("--within", "2d", "--ui"), "error: --within: not with --nodes/--clients/--ui"),
         (("--nodes", "n9"), 'error: --nodes: "n9" is not a node of the spec (known: n1, n2)'),
         (("--clients", "bob"), 'error: --clients: "bob" is not a client of the spec (known: root)'),
         (("--within", "30"), 'error: --within: "30" is not a duration'),

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: certs test lint bench clean
+.PHONY: certs test test-openssl-1.1.1 lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ certs: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+## test-openssl-1.1.1: the whole suite again on OpenSSL 1.1.1 (Debian 11's, unpacked into .cache/)
+OPENSSL_111 := $(CURDIR)/.cache/openssl-1.1.1
+test-openssl-1.1.1: $(STAMP) $(OPENSSL_111)/bin/openssl
+	PATH="$(OPENSSL_111)/bin:$$PATH" CRDB_CERTS_TEST_OPENSSL="OpenSSL 1.1.1" $(BIN)/pytest
+
+$(OPENSSL_111)/bin/openssl:
+	.ci/fetch-openssl-1.1.1 $(OPENSSL_111)
+
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tests
 	$(BIN)/ruff format --check orchestrator tests
@@ -34,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

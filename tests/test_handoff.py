@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
@@ -51,7 +52,19 @@ extendedKeyUsage = clientAuth
 
 
 def org_sign(org: Path, csr: Path, out: Path, section: str) -> None:
-    """The org CA signs a CSR, copying its SANs (its policy, not ours), with its own usages."""
+    """The org CA signs a CSR, copying its SANs (its policy, not ours), with its own usages. The SANs are
+    read from the CSR into the extensions file: `x509 -req -copy_extensions` is OpenSSL 3 only."""
+    request = x509.load_pem_x509_csr(csr.read_bytes())
+    try:
+        san = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names = []
+    else:
+        names = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
+        names += [f"IP:{ip}" for ip in san.get_values_for_type(x509.IPAddress)]
+    own = ORG_CNF.split(f"[ {section} ]\n", 1)[1].split("[", 1)[0]
+    extensions = org / f"{out.stem}.ext"
+    extensions.write_text(f"[ signing ]\n{own}" + (f"subjectAltName = {', '.join(names)}\n" if names else ""))
     subprocess.run(
         [
             "openssl",
@@ -70,11 +83,9 @@ def org_sign(org: Path, csr: Path, out: Path, section: str) -> None:
             "-out",
             out,
             "-extfile",
-            org / "org.cnf",
+            extensions,
             "-extensions",
-            section,
-            "-copy_extensions",
-            "copy",
+            "signing",
         ],
         check=True,
         capture_output=True,

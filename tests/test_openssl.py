@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import openssl
 from orchestrator.openssl import check_version
 from tests.conftest import REPO, write_spec
 
@@ -203,3 +204,14 @@ def test_an_up_to_date_folder_is_checked_without_openssl(tmp_path: Path) -> None
     one_line_error(more, "error: openssl: not found on PATH")
     after = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_the_openssl_under_test_is_the_one_asked_for() -> None:
+    """`make test-openssl-1.1.1` runs this suite again with OpenSSL 1.1.1 first on PATH and says so in
+    CRDB_CERTS_TEST_OPENSSL: that run must not quietly test the machine's OpenSSL 3 a second time."""
+    found = openssl.find().version
+    wanted = os.environ.get("CRDB_CERTS_TEST_OPENSSL")
+    if wanted:
+        assert found.startswith(wanted), f"asked for {wanted!r}, testing {found!r}"
+    else:
+        assert check_version(found) == (True, ""), found

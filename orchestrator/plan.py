@@ -165,6 +165,7 @@ class State:
 
     fresh: frozenset[str] = frozenset()  # ids of tasks whose artefact is present and right
     present: frozenset[str] = frozenset()  # relative paths of files that exist
+    current: frozenset[str] = frozenset()  # configs whose file holds what would be written: not rewritten
     # rotate-ca: names of the CAs (ca, ca-client, ca-ui) to replace by a new key and certificate; the old
     # certificate stays in the CA file after the new one, so that leaves of either are trusted meanwhile.
     rotate: frozenset[str] = frozenset()
@@ -378,7 +379,7 @@ class Request:
 def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
     """Drop the tasks whose artefact is fresh, unless the CA that signs it is being made again.
 
-    A fresh task keeps only its config steps: configs are always rendered, so the folder shows the spec.
+    A fresh task keeps only its config steps whose file differs (State.current): the folder shows the spec.
     Copies into the certs directories are kept only where the file copied is made again, or its copy is
     missing or differs (State.present leaves those out): adding a node copies ca.crt into that node's
     folder, not into the other 200.
@@ -412,7 +413,7 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
             redone.add(task.id)
             yield task
         else:
-            configs = tuple(s for s in task.steps if isinstance(s, Write) and s.path.endswith(".cnf"))
+            configs = tuple(s for s in task.steps if is_config(s) and writes(s)[0] not in state.current)
             yield Task(task.id, task.title, configs)
 
 

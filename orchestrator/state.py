@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.certcheck import load_cert, problems
-from orchestrator.plan import Copy, Plan, State, reads, writes
+from orchestrator.plan import Copy, Plan, State, Write, is_config, reads, writes
 
 
 def inspect(out: Path, full: Plan) -> State:
@@ -18,6 +18,11 @@ def inspect(out: Path, full: Plan) -> State:
         if isinstance(step, Copy) and step.dst in found and not _same(out / step.src, out / step.dst):
             found.discard(step.dst)
     present = frozenset(found)
+    current = frozenset(
+        s.path
+        for s in full.steps
+        if isinstance(s, Write) and is_config(s) and s.path in present and _holds(out / s.path, s.text)
+    )
     fresh = frozenset(
         task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out, now)
     )
@@ -25,7 +30,7 @@ def inspect(out: Path, full: Plan) -> State:
     for task in full.tasks:
         if task.expect is not None and task.expect.is_ca and task.id in fresh:
             ca_ends[task.id] = load_cert(out / task.expect.cert).not_valid_after_utc
-    return State(fresh=fresh, present=present, ca_ends=ca_ends, now=now)
+    return State(fresh=fresh, present=present, current=current, ca_ends=ca_ends, now=now)
 
 
 def paths(plan: Plan) -> set[str]:
@@ -36,5 +41,12 @@ def paths(plan: Plan) -> set[str]:
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_bytes() == text.encode("utf-8")  # as runner.py writes it
     except OSError:
         return False

@@ -126,3 +126,28 @@ def test_copies_into_the_certs_directories_follow_the_change(
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     assert (out / "nodes/b/ca.crt").read_bytes() == ca
     assert copies_planned() == []
+
+
+def test_configs_are_rewritten_only_when_they_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every config shows the spec, but a run writes only those that differ from it (one node more:
+    that node's config, not the other nodes')."""
+    spec = write_spec(tmp_path, NODE_A.format(extra="") + NODE_B + ROOT)
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+
+    def configs_planned() -> list[str]:
+        capsys.readouterr()
+        assert crdb("plan", "--config", spec, "--out", out) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("cat > ")]
+
+    assert configs_planned() == []
+    cnf = out / "requests/node.a.cnf"
+    text = cnf.read_bytes()
+    cnf.write_bytes(text.replace(b"a.example.com", b"evil.example.com"))
+    assert configs_planned() == ["cat > requests/node.a.cnf <<'EOF'"]
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert cnf.read_bytes() == text
+    write_spec(tmp_path, NODE_A.format(extra="") + NODE_B + NODE_C + ROOT)
+    assert configs_planned() == ["cat > requests/node.c.cnf <<'EOF'"]

@@ -108,9 +108,11 @@ def issue(
     the_spec = spec.load(config, profile, key_type)
     if check:
         todo = runner.pending(the_spec, out)
-        work = [t.title for t in todo.work()]
-        for title in work:
-            click.echo(f"would make: {title}")
+        work = [f"would make: {t.title}" for t in todo.work()]
+        # Configs and copies follow from a new certificate; alone, they are a repair worth naming.
+        work = work or [f"would write: {path}" for path in todo.other_writes()]
+        for line in work:
+            click.echo(line)
         if not work:
             click.echo(f"{out}: up to date")
         return ExitStatus.FINDINGS if work else ExitStatus.OK

@@ -158,6 +158,13 @@ class Plan:
         """The tasks that make a certificate (not only render its config)."""
         return [t for t in self.tasks if t.expect is not None and not all(is_config(s) for s in t.steps)]
 
+    def other_writes(self) -> list[str]:
+        """The files the plan writes outside `work()`: configs that differ from the spec, copies into the
+        certs directories, CA databases (what `issue --check` reports besides certificates)."""
+        making = {t.id for t in self.work()}
+        found = (p for t in self.tasks if t.id not in making for s in t.steps for p in writes(s))
+        return list(dict.fromkeys(found))
+
 
 @dataclass(frozen=True)
 class State:

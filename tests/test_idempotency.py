@@ -123,6 +123,8 @@ def test_copies_into_the_certs_directories_follow_the_change(
     ca = (out / "certs/ca.crt").read_bytes()
     (out / "nodes/b/ca.crt").write_bytes(ca + b"# edited\n")
     assert copies_planned() == ["cp -p certs/ca.crt nodes/b/ca.crt"]
+    assert crdb("issue", "--config", spec, "--out", out, "--check") == 1
+    assert capsys.readouterr().out == "would write: nodes/b/ca.crt\n"
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     assert (out / "nodes/b/ca.crt").read_bytes() == ca
     assert copies_planned() == []

@@ -136,30 +136,13 @@ def verify(out: Path, n: int) -> None:
 def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Results, scratch: Path) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"{kind}-{n}-", dir=scratch))
     samples: list[Sample] = []
+    crdb = [*shlex.split(args.crdb_certs), "issue", "--out", str(out), "--quiet", "--jobs", str(args.jobs)]
     if kind == "crdb-certs ec":
         spec = scratch / f"cluster-{n}-ec.toml"
         spec.write_text(scripts.spec_toml(n, args.profile, key_type="ec"))
-        crdb = [
-            *shlex.split(args.crdb_certs),
-            "issue",
-            "--out",
-            str(out),
-            "--quiet",
-            "--jobs",
-            str(args.jobs),
-        ]
         samples.append(Sample(kind, n, rnd, *_timed([*crdb, "--config", str(spec)], scratch)))
         verify(out, n)
     elif kind == "crdb-certs":
-        crdb = [
-            *shlex.split(args.crdb_certs),
-            "issue",
-            "--out",
-            str(out),
-            "--quiet",
-            "--jobs",
-            str(args.jobs),
-        ]
         spec, bigger = scratch / f"cluster-{n}.toml", scratch / f"cluster-{n + 1}.toml"
         spec.write_text(scripts.spec_toml(n, args.profile))
         bigger.write_text(scripts.spec_toml(n + 1, args.profile))

@@ -102,6 +102,13 @@ def test_a_changed_spec_changes_only_what_it_must(
     assert len(serials) == len(set(serials)) == 6, "one database line per certificate, no serial twice"
 
 
+def planned(spec: Path, out: Path, capsys: pytest.CaptureFixture[str], command: str) -> list[str]:
+    """The lines of `plan --out` (what issue would still run there) that start with `command`."""
+    capsys.readouterr()
+    assert crdb("plan", "--config", spec, "--out", out) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith(command)]
+
+
 def test_copies_into_the_certs_directories_follow_the_change(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -111,9 +118,7 @@ def test_copies_into_the_certs_directories_follow_the_change(
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
 
     def copies_planned() -> list[str]:
-        capsys.readouterr()
-        assert crdb("plan", "--config", spec, "--out", out) == 0
-        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("cp ")]
+        return planned(spec, out, capsys, "cp ")
 
     write_spec(tmp_path, NODE_A.format(extra="") + NODE_B + NODE_C + ROOT)
     assert copies_planned() == ["cp -p certs/ca.crt nodes/c/ca.crt"]
@@ -140,9 +145,7 @@ def test_configs_are_rewritten_only_when_they_differ(
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
 
     def configs_planned() -> list[str]:
-        capsys.readouterr()
-        assert crdb("plan", "--config", spec, "--out", out) == 0
-        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("cat > ")]
+        return planned(spec, out, capsys, "cat > ")
 
     assert configs_planned() == []
     cnf = out / "requests/node.a.cnf"

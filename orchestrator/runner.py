@@ -111,6 +111,10 @@ def issue(
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         transcript = _write_transcript(todo, out) if changed else None
+        # Once more: the openssl of a killed run lives on as an orphan for a moment, and may have written
+        # into its staging folder after the first clean-up took it away (seen: `openssl ca` renaming
+        # index.txt.new into place there).
+        _remove_leftovers(work)
     return Result(todo, tuple(changed), transcript, kept)
 
 

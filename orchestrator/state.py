@@ -15,13 +15,13 @@ def inspect(out: Path, full: Plan) -> State:
     now = datetime.now(UTC)
     found = {p for p in paths(full) if (out / p).is_file()}
     for step in full.steps:
-        if isinstance(step, Copy) and step.dst in found and not _same(out / step.src, out / step.dst):
+        if isinstance(step, Copy) and step.dst in found and _read(out / step.dst) != _read(out / step.src):
             found.discard(step.dst)
     present = frozenset(found)
     current = frozenset(
         s.path
         for s in full.steps
-        if isinstance(s, Write) and is_config(s) and s.path in present and _holds(out / s.path, s.text)
+        if is_config(s) and isinstance(s, Write) and _read(out / s.path) == s.text.encode("utf-8")
     )
     fresh = frozenset(
         task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out, now)
@@ -38,15 +38,9 @@ def paths(plan: Plan) -> set[str]:
     return {p for step in plan.steps for p in (*reads(step), *writes(step))}
 
 
-def _same(a: Path, b: Path) -> bool:
+def _read(path: Path) -> bytes | None:
+    """The bytes of `path` (as runner.py writes text: UTF-8), or None when it cannot be read."""
     try:
-        return a.read_bytes() == b.read_bytes()
+        return path.read_bytes()
     except OSError:
-        return False
-
-
-def _holds(path: Path, text: str) -> bool:
-    try:
-        return path.read_bytes() == text.encode("utf-8")  # as runner.py writes it
-    except OSError:
-        return False
+        return None

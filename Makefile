@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: certs test test-openssl-1.1.1 lint bench clean
+.PHONY: certs test test-openssl-1.1.1 openssl-1.1.1 lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,8 @@ test: lint
 OPENSSL_111 := $(CURDIR)/.cache/openssl-1.1.1
 test-openssl-1.1.1: $(STAMP) $(OPENSSL_111)/bin/openssl
 	PATH="$(OPENSSL_111)/bin:$$PATH" CRDB_CERTS_TEST_OPENSSL="OpenSSL 1.1.1" $(BIN)/pytest
+
+openssl-1.1.1: $(OPENSSL_111)/bin/openssl
 
 $(OPENSSL_111)/bin/openssl:
 	.ci/fetch-openssl-1.1.1 $(OPENSSL_111)

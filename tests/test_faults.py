@@ -292,27 +292,35 @@ def test_killed_while_openssl_runs(tmp_path: Path) -> None:
     assert seen == {"genrsa", "ca"}, seen
 
 
-def test_what_an_orphaned_openssl_writes_during_the_next_run_is_removed_at_its_end(tmp_path: Path) -> None:
-    """The openssl of a killed run can outlive it and write into the killed run's staging folder after the
-    next run's first clean-up (seen under load: `openssl ca` renaming index.txt.new into place). Here an
-    `openssl` plays that orphan: at each `ca` of the run it writes such a folder."""
+def _issue_running_before_each_ca(
+    tmp_path: Path, command: str, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`issue` in tmp_path/out with an `openssl` first on PATH that runs the shell `command` before each
+    `openssl ca`, then the real openssl."""
     real = shutil.which("openssl")
-    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
-    orphan = out / ".crdb-certs" / "stage-orphan"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "openssl").write_text(
-        f"#!/bin/sh\n[ \"$1\" = ca ] && mkdir -p '{orphan}' && touch '{orphan}/index.txt'\n"
-        f"exec '{real}' \"$@\"\n"
-    )
+    (bin_dir / "openssl").write_text(f'#!/bin/sh\n[ "$1" = ca ] && {command}\nexec \'{real}\' "$@"\n')
     (bin_dir / "openssl").chmod(0o755)
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
     run = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out, "--quiet"],
+        [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out, *extra],
         cwd=REPO,
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
         capture_output=True,
         text=True,
         timeout=60,
+    )
+    return run, out
+
+
+def test_what_an_orphaned_openssl_writes_during_the_next_run_is_removed_at_its_end(tmp_path: Path) -> None:
+    """The openssl of a killed run can outlive it and write into the killed run's staging folder after the
+    next run's first clean-up (seen under load: `openssl ca` renaming index.txt.new into place). Here an
+    `openssl` plays that orphan: at each `ca` of the run it writes such a folder."""
+    orphan = tmp_path / "out" / ".crdb-certs" / "stage-orphan"
+    run, out = _issue_running_before_each_ca(
+        tmp_path, f"mkdir -p '{orphan}' && touch '{orphan}/index.txt'", "--quiet"
     )
     assert run.returncode == 0, run.stderr
     assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}
@@ -321,22 +329,7 @@ def test_what_an_orphaned_openssl_writes_during_the_next_run_is_removed_at_its_e
 def test_sigterm_removes_the_staging_folder(tmp_path: Path) -> None:
     """SIGTERM (docker stop, a CI timeout) arrives while `openssl ca` runs: the run ends, its staging
     folder with the new keys is removed, nothing is put in place."""
-    real = shutil.which("openssl")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "openssl").write_text(
-        f'#!/bin/sh\n[ "$1" = ca ] && kill -TERM "$PPID"\nexec \'{real}\' "$@"\n'
-    )
-    (bin_dir / "openssl").chmod(0o755)
-    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
-    run = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out],
-        cwd=REPO,
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run, out = _issue_running_before_each_ca(tmp_path, 'kill -TERM "$PPID"')
     assert run.returncode == 3, run.stderr
     assert "Traceback" not in run.stderr
     assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}

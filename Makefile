@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: certs test test-openssl-1.1.1 openssl-1.1.1 lint bench clean
+.PHONY: certs test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,19 @@ certs: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-## test-openssl-1.1.1: the whole suite again on OpenSSL 1.1.1 (Debian 11's, unpacked into .cache/)
-OPENSSL_111 := $(CURDIR)/.cache/openssl-1.1.1
-test-openssl-1.1.1: $(STAMP) $(OPENSSL_111)/bin/openssl
-	PATH="$(OPENSSL_111)/bin:$$PATH" CRDB_CERTS_TEST_OPENSSL="OpenSSL 1.1.1" $(BIN)/pytest
+## test-openssl-1.1.1, test-openssl-3.5: the whole suite again on that OpenSSL (Debian 11's, Debian 13's),
+## unpacked into .cache/ by .ci/fetch-openssl
+OPENSSL_AT = $(CURDIR)/.cache/openssl-$*
+# Made through pattern rules, the fetched openssl would count as intermediate and be deleted after use.
+.SECONDARY:
+test-openssl-%: $(STAMP) openssl-%
+	PATH="$(OPENSSL_AT)/bin:$$PATH" CRDB_CERTS_TEST_OPENSSL="OpenSSL $*" $(BIN)/pytest
 
-openssl-1.1.1: $(OPENSSL_111)/bin/openssl
+openssl-%: $(CURDIR)/.cache/openssl-%/bin/openssl
+	@$(CURDIR)/.cache/openssl-$*/bin/openssl version
 
-$(OPENSSL_111)/bin/openssl:
-	.ci/fetch-openssl-1.1.1 $(OPENSSL_111)
+$(CURDIR)/.cache/openssl-%/bin/openssl:
+	.ci/fetch-openssl $* $(OPENSSL_AT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tests

@@ -207,8 +207,8 @@ def test_an_up_to_date_folder_is_checked_without_openssl(tmp_path: Path) -> None
 
 
 def test_the_openssl_under_test_is_the_one_asked_for() -> None:
-    """`make test-openssl-1.1.1` runs this suite again with OpenSSL 1.1.1 first on PATH and says so in
-    CRDB_CERTS_TEST_OPENSSL: that run must not quietly test the machine's OpenSSL 3 a second time."""
+    """`make test-openssl-1.1.1` (or -3.5) runs this suite again with that OpenSSL first on PATH and says so
+    in CRDB_CERTS_TEST_OPENSSL: that run must not quietly test the machine's own OpenSSL a second time."""
     found = openssl.find().version
     wanted = os.environ.get("CRDB_CERTS_TEST_OPENSSL")
     if wanted:

@@ -12,6 +12,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
@@ -32,6 +33,7 @@ class Expect:
     ips: tuple[str, ...] = ()
     eku: tuple[str, ...] = ()
     is_ca: bool = False
+    key_kind: str | None = None  # "RSA 2048", "EC P-256" (key_kind_of); None: not checked
 
 
 def load_certs(path: Path) -> list[x509.Certificate]:
@@ -56,6 +58,20 @@ def parse_key(pem: bytes) -> PrivateKeyTypes:
 def public_bytes(key_or_cert: PrivateKeyTypes | x509.Certificate | x509.CertificateSigningRequest) -> bytes:
     public = key_or_cert.public_key()
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_kind_of(key_or_cert: PrivateKeyTypes | x509.Certificate) -> str:
+    """What the spec's key_type and key_bits ask for ("RSA 2048", "EC P-256"), read from a key or a
+    certificate."""
+    public = key_or_cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        return f"RSA {public.key_size}"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return "EC " + _CURVES.get(public.curve.name, public.curve.name)
+    return type(public).__name__.removesuffix("PublicKey")
+
+
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
 def subject_of(cert: x509.Certificate) -> tuple[tuple[str, str], ...]:
@@ -123,6 +139,8 @@ def problems(expect: Expect, root: Path, now: datetime | None = None) -> list[st
         )
     if sorted(ekus_of(cert)) != sorted(expect.eku):
         found.append(f"{expect.cert}: extended key usage {ekus_of(cert)}, expected {list(expect.eku)}")
+    if expect.key_kind is not None and key_kind_of(cert) != expect.key_kind:
+        found.append(f"{expect.cert}: key {key_kind_of(cert)}, expected {expect.key_kind}")
     if is_ca(cert) != expect.is_ca:
         found.append(f"{expect.cert}: CA:{is_ca(cert)}, expected CA:{expect.is_ca}")
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

@@ -17,12 +17,14 @@ import click
 # rich (the progress line, `list`'s table), k8s and difflib are imported by the commands that use them.
 from orchestrator import (
     audit,
+    changes,
     duration,
     imports,
     lifecycle,
     names,
     openssl,
     plan,
+    record,
     runner,
     script,
     spec,
@@ -48,8 +50,29 @@ config_option = click.option(
     "--config",
     "config",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Spec file (TOML). Default: the embedded certs.toml (one node on localhost, user root).",
+    help="Spec file (TOML). Default: the spec the output folder records; for a new folder, the embedded"
+    " certs.toml (one node on localhost, user root).",
 )
+
+
+def load_spec(
+    config: Path | None, out: Path | None, profile: str | None = None, key_type: str | None = None
+) -> spec.Spec:
+    """The spec a command works with: --config; else the one the output folder records; else, for a
+    folder that holds no PKI yet, the embedded default. A PKI without a record is never guessed at."""
+    if config is not None or out is None:
+        return spec.load(config, profile, key_type)
+    held = record.read(out)
+    if held is not None:
+        return held.spec(profile, key_type)
+    if record.holds_a_pki(out):
+        raise UserError(
+            f"--config: {out} holds certificates but no record of the spec they were made from"
+            f" ({names.RECORD}); name that spec with --config"
+        )
+    return spec.load(None, profile, key_type)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -92,7 +115,21 @@ def cli() -> None:
     "--jobs", type=click.IntRange(1, 64), default=None, help="Keys generated at once [default: CPUs]."
 )
 @click.option(
-    "--check", is_flag=True, help="Change nothing; say what would be made; exit 1 if anything would."
+    "--check",
+    is_flag=True,
+    help="Change nothing; say what `issue` would make, replace, repair or refuse; exit 1 if anything.",
+)
+@click.option(
+    "--reissue",
+    is_flag=False,
+    flag_value=changes.ALL,
+    default=None,
+    metavar="[NAMES]",
+    help="Replace the certificates that differ from the spec (all, or these nodes/users/ui,"
+    " comma-separated); the old ones are kept in backup/.",
+)
+@click.option(
+    "--prune", is_flag=True, help="Move the files of nodes and users no longer in the spec to backup/."
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def issue(
@@ -102,21 +139,24 @@ def issue(
     key_type: str | None,
     jobs: int | None,
     check: bool,
+    reissue: str | None,
+    prune: bool,
     quiet: bool,
 ) -> int:
-    """Make or complete the PKI. A second run with the same spec changes nothing."""
-    the_spec = spec.load(config, profile, key_type)
+    """Make or complete the PKI. A second run with the same spec changes nothing.
+
+    Nothing that exists is replaced or taken away unless --reissue or --prune says so.
+    """
+    the_spec = load_spec(config, out, profile, key_type)
+    asked = changes.Asked(frozenset(_csv(reissue)), prune)
     if check:
-        todo = runner.pending(the_spec, out)
-        work = [f"would make: {t.title}" for t in todo.work()]
-        # Configs and copies follow from a new certificate; alone, they are a repair worth naming.
-        work = work or [f"would write: {path}" for path in todo.other_writes()]
-        for line in work:
-            click.echo(line)
-        if not work:
-            click.echo(f"{out}: up to date")
-        return ExitStatus.FINDINGS if work else ExitStatus.OK
+        return _check_issue(the_spec, out, asked)
     say = _say(quiet)
+
+    def planner(where: Path) -> plan.Plan:
+        return runner.pending(the_spec, where, asked)
+
+    backup = out / names.BACKUP_DIR
     if sys.stdout.isatty() and not quiet:
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -129,19 +169,43 @@ def issue(
                 done += 1
                 bar.update(counter, description=f"{done} verified, last: {cert}")
 
-            result = runner.issue(the_spec, out, openssl.find, jobs or 0, progress=advance)
+            result = runner.issue(
+                the_spec, out, openssl.find, jobs or 0, progress=advance, planner=planner, backup=backup
+            )
     else:
-        result = runner.issue(the_spec, out, openssl.find, jobs or 0)
+        result = runner.issue(the_spec, out, openssl.find, jobs or 0, planner=planner, backup=backup)
     made = [t.title for t in result.plan.work()]
-    _audit_issued(out, result, say)
+    _audit_issued(out, result.plan, result.changed, say)
     if not result.changed:
         say(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
     for title in made:
         say(f"made {title}")
+    for path in result.plan.drop:
+        say(f"moved {path} out of the folder")
+    if result.backup:
+        say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
     if result.transcript:
         say(f"commands run: {result.transcript}")
     say(next_steps(the_spec, out))
+    return ExitStatus.OK
+
+
+def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
+    """`issue --check`: the same planning and the same refusals as `issue` (so a refusal is the same
+    error), then what it would do; with nothing to do, the same audit `issue` ends with."""
+    todo = runner.pending(the_spec, out, asked)
+    runner.refuse(todo, out)
+    work = [f"would make: {t.title}" for t in todo.work()]
+    # Configs and copies follow from a new certificate; alone, they are a repair worth naming.
+    work = work or [f"would write: {path}" for path in todo.other_writes()]
+    work += [f"would move out of the folder: {path}" for path in todo.drop]
+    for line in work:
+        click.echo(line)
+    if work:
+        return ExitStatus.FINDINGS
+    _audit_issued(out, todo, (), click.echo)
+    click.echo(f"{out}: up to date")
     return ExitStatus.OK
 
 
@@ -152,7 +216,7 @@ def issue(
 @key_type_option
 def plan_command(config: Path | None, out: Path | None, profile: str | None, key_type: str | None) -> int:
     """Print the whole run as a bash script: the docs' commands, configs as here-documents. Writes nothing."""
-    the_spec = spec.load(config, profile, key_type)
+    the_spec = load_spec(config, out, profile, key_type)
     if out is None:
         click.echo(script.script(plan.build(the_spec)), nl=False)
     else:
@@ -182,7 +246,7 @@ def render(config: Path | None, out: Path, profile: str | None) -> int:
 @profile_option
 def csr(config: Path | None, out: Path, profile: str | None) -> int:
     """Make keys and CSRs for a CA that crdb-certs may not touch; then `crdb-certs import`."""
-    the_spec = spec.load(config, profile)
+    the_spec = load_spec(config, out, profile)
     result = runner.issue(
         the_spec,
         out,
@@ -212,10 +276,10 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
 @profile_option
 def import_command(returned: Path, config: Path | None, out: Path, profile: str | None) -> int:
     """Install the certificates your CA returned for `crdb-certs csr`, checked, into the certs directories."""
-    the_spec = spec.load(config, profile)
+    the_spec = load_spec(config, out, profile)
     found = imports.check_returned(plan.build(the_spec), returned.resolve(), out)
     result = runner.issue(the_spec, out, openssl.find, planner=lambda _: plan.build_import(the_spec, found))
-    _audit_issued(out, result, click.echo)
+    _audit_issued(out, result.plan, result.changed, click.echo)
     click.echo(
         f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
     )
@@ -261,7 +325,7 @@ def renew(
 
     The files replaced are kept in OUT/backup/<UTC time>/ until you delete them.
     """
-    the_spec = spec.load(config)
+    the_spec = load_spec(config, out)
     node_names, users = _csv(nodes), _csv(clients)
     if within is not None and (node_names or users or ui):
         raise UserError(
@@ -301,7 +365,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     trusts leaves of both while the new files are rolled out; then `rotate-ca --finish` drops the old CA.
     The old CA key and every replaced file are kept in OUT/backup/<UTC time>/.
     """
-    the_spec = spec.load(config)
+    the_spec = load_spec(config, out)
 
     def planner(where: Path) -> plan.Plan:
         return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
@@ -319,7 +383,7 @@ def _report_lifecycle(
     the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: str, quiet: bool
 ) -> int:
     say = _say(quiet)
-    _audit_issued(out, result, say)
+    _audit_issued(out, result.plan, result.changed, say)
     if stage == "finish":
         for ca in plan.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted")
@@ -330,7 +394,9 @@ def _report_lifecycle(
         if task.signer is not None:
             say(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}")
     if result.backup:
-        what = "the old CA key and the files replaced" if stage == "rotate" else "the files replaced"
+        # Say a CA key was kept only where one was (a CA made elsewhere has no key here).
+        ca_key_kept = (result.backup / names.SAFE_DIR).is_dir()
+        what = "the old CA key and the files replaced" if ca_key_kept else "the files replaced"
         say(f"{what}: kept in {result.backup} (delete it when you no longer need it)")
     nodes, users = lifecycle.touched(the_spec, result.plan)
     if stage != "renew":
@@ -390,7 +456,7 @@ def export_group() -> None:
 @click.option("--name-prefix", default="cockroachdb", show_default=True, help="Secret names start with it.")
 def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Path, name_prefix: str) -> int:
     """Kubernetes Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user."""
-    the_spec = spec.load(config)
+    the_spec = load_spec(config, source)
     from orchestrator import k8s
 
     found = k8s.secrets(the_spec, source, name_prefix)
@@ -507,14 +573,12 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
     return ExitStatus.OK
 
 
-def _audit_issued(out: Path, result: runner.Result, say: Say) -> None:
+def _audit_issued(out: Path, todo: plan.Plan, changed: tuple[str, ...], say: Say) -> None:
     """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
     health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201."""
-    written = {
-        folder for folder in result.plan.bundles for path in result.changed if path.startswith(folder + "/")
-    }
+    written = {folder for folder in todo.bundles for path in changed if path.startswith(folder + "/")}
     failed = []
-    for folder in written or result.plan.bundles:
+    for folder in written or todo.bundles:
         report = audit.audit(out / folder)
         if report.errors:
             _err(report.text(("error",)))

@@ -20,21 +20,16 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import names, plan, script, state, validate
+from orchestrator import changes, names, plan, record, script, state, validate
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError
-from orchestrator.plan import Plan, Run, Task, is_config, writes
+from orchestrator.plan import Plan, Run, is_config, writes
 from orchestrator.spec import Spec
 
 DEFAULT_WINDOW = timedelta(days=30)
 
 # ------------------------------------------------------------------------------------------- renew
-
-
-def leaves(full: Plan) -> list[Task]:
-    """The certificates crdb-certs signs (node, client, client.node, UI): what renew can re-issue."""
-    return [t for t in full.tasks if t.expect is not None and t.signer is not None]
 
 
 def select(
@@ -49,7 +44,7 @@ def select(
     """The ids of the leaf tasks to renew: exactly the named nodes and clients (and the DB Console
     certificate with `ui`), or else every leaf that expires within the window (default 30 days)."""
     full = plan.build(spec)
-    ids = {t.id for t in leaves(full)}
+    ids = {t.id for t in full.leaves()}
     if ui:
         if spec.ui is None:
             raise UserError("--ui: the spec has no [ui] table, so there is no DB Console certificate")
@@ -77,7 +72,7 @@ def select(
     now = now or datetime.now(UTC)
     window = DEFAULT_WINDOW if within is None else within
     chosen = []
-    for task in leaves(full):
+    for task in full.leaves():
         assert task.expect is not None
         try:
             cert = load_cert(out / task.expect.cert)
@@ -92,10 +87,13 @@ def renew_plan(spec: Spec, out: Path, chosen: Iterable[str], keep_keys: bool = F
     """Re-issue the leaf tasks `chosen` with the same CA (and whatever `issue` would make anyway)."""
     full = plan.build(spec)
     _require_issued(spec, out)
+    _require_signing_here(out, "renew")
     found = state.inspect(out, full)
     chosen = frozenset(chosen)
+    # Renewing what was chosen is what was asked; anything else that differs from the spec is not.
+    changes.guard(spec, out, full, found, changes.Asked(), chosen)
     if keep_keys:
-        for task in leaves(full):
+        for task in full.leaves():
             if task.id in chosen and task.expect is not None:
                 _require_key(out, task.expect.key)
     return plan.build(
@@ -109,6 +107,29 @@ def _require_key(out: Path, key: str) -> None:
     except (OSError, ValueError, TypeError) as e:
         reason = e.__class__.__name__
         raise UserError(f"--keep-keys: {out / key} cannot be read as a key ({reason})") from None
+
+
+def _require_signing_here(out: Path, command: str) -> None:
+    """A folder signed by a CA elsewhere (csr + import) has no CA key crdb-certs could sign with."""
+    held = record.read(out)
+    if held is not None and held.provenance is record.Provenance.SIGNED_ELSEWHERE:
+        raise UserError(
+            f"{command}: {out} is signed by {held.provenance.about()}; crdb-certs holds no key of that"
+            f" CA. `crdb-certs csr --out {shlex.quote(str(out))}` and `crdb-certs import` give it new"
+            " certificates, and the organization rotates its own CA"
+        )
+
+
+def _require_made_here(spec: Spec, out: Path) -> None:
+    """rotate-ca replaces only a CA crdb-certs made: never the organization's own, never one it only
+    imported (there is no key of it here to keep, so none may be said to be kept)."""
+    held = record.read(out)
+    if held is not None and held.provenance is not record.Provenance.MADE_HERE:
+        raise UserError(
+            f"rotate-ca: {out} is signed by {held.provenance.about()}, which crdb-certs never replaces;"
+            " the organization rotates its own CA, then `crdb-certs csr` + `crdb-certs import` (or [ca]"
+            " pointed at the new CA and `crdb-certs issue --reissue`) give the nodes certificates of it"
+        )
 
 
 def _require_issued(spec: Spec, out: Path) -> None:
@@ -125,7 +146,7 @@ def ca_files(spec: Spec) -> list[plan.CA]:
     if spec.ca is not None:
         raise UserError(
             "rotate-ca: the spec's [ca] is your own CA, which crdb-certs never changes; rotate it where it"
-            " was made, point [ca] at the new one, then `crdb-certs issue`"
+            " was made, point [ca] at the new one, then `crdb-certs issue --reissue`"
         )
     return plan.signers(spec).all
 
@@ -146,6 +167,7 @@ def rotate_plan(spec: Spec, out: Path) -> Plan:
     """A new key and certificate for every CA, the old certificate kept after the new one in the CA
     file, and every leaf re-issued from the new CA."""
     cas = ca_files(spec)
+    _require_made_here(spec, out)
     _require_issued(spec, out)
     busy = in_rotation(spec, out)
     if busy:
@@ -162,6 +184,7 @@ def rotate_plan(spec: Spec, out: Path) -> Plan:
 def finish_plan(spec: Spec, out: Path) -> Plan:
     """Drop the old CA from each rotation bundle; refused while a leaf is still signed by it."""
     ca_files(spec)
+    _require_made_here(spec, out)
     busy = in_rotation(spec, out)
     if not busy:
         raise UserError(
@@ -183,7 +206,7 @@ def finish_plan(spec: Spec, out: Path) -> Plan:
 def still_old(full: Plan, out: Path) -> list[str]:
     """The leaves not signed by the first (new) certificate of their CA file."""
     old = []
-    for task in leaves(full):
+    for task in full.leaves():
         assert task.expect is not None and task.expect.issuer is not None
         try:
             cert, ca = load_cert(out / task.expect.cert), load_cert(out / task.expect.issuer)

@@ -11,7 +11,8 @@ SAFE_DIR = "my-safe-directory"  # CA keys, and nothing else
 NODES_DIR = "nodes"  # one complete certs directory per node
 REQUESTS_DIR = "requests"  # rendered request configs and CSRs
 STATE_DIR = ".crdb-certs"  # lock file and staging area
-BACKUP_DIR = "backup"  # renew and rotate-ca keep what they replace in backup/<UTC time>/
+BACKUP_DIR = "backup"  # every run keeps the keys and certificates it replaces in backup/<UTC time>/
+RECORD = "crdb-certs.toml"  # the spec the folder was made from and whose CA signs it (record.py)
 
 CA_CERT = "ca.crt"
 CLIENT_CA_CERT = "ca-client.crt"

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from orchestrator import names
+from orchestrator import names, record
 from orchestrator.certcheck import Expect
 from orchestrator.errors import UserError
 from orchestrator.profiles import PROFILES, Profile
+from orchestrator.record import Provenance
 from orchestrator.render import render
 from orchestrator.spec import UI, ExternalCA, Spec
 
@@ -118,7 +119,9 @@ def writes(step: Step) -> tuple[str, ...]:
 
 
 def is_config(step: Step) -> bool:
-    return isinstance(step, Write) and step.path.endswith(".cnf")
+    """A file rendered from the spec alone (an openssl config, the folder's record): written first, and
+    only where it differs."""
+    return isinstance(step, Write) and (step.path.endswith(".cnf") or step.path == names.RECORD)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class Plan:
     tasks: tuple[Task, ...]
     # Each certs directory to hand out: folder -> files it must hold.
     bundles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Files and folders the run takes away (after keeping them in the backup): a node's files in certs/
+    # once certs/ is no longer that node's folder, and what `issue --prune` removes.
+    drop: tuple[str, ...] = ()
 
     @property
     def steps(self) -> Iterator[Step]:
@@ -153,6 +159,10 @@ class Plan:
 
     def expectations(self) -> list[Expect]:
         return [t.expect for t in self.tasks if t.expect is not None]
+
+    def leaves(self) -> list[Task]:
+        """The certificates crdb-certs signs (node, client, client.node, UI): not the CAs."""
+        return [t for t in self.tasks if t.expect is not None and t.signer is not None]
 
     def work(self) -> list[Task]:
         """The tasks that make a certificate (not only render its config)."""
@@ -182,6 +192,9 @@ class State:
     # signed by a CA with less time left than a leaf's lifetime ends with its CA (secure profile).
     ca_ends: dict[str, datetime] = field(default_factory=dict)
     now: datetime | None = None
+    # Whose CA signs the folder, as its record says (None: no record). A folder signed elsewhere (csr +
+    # import) has no CA crdb-certs could sign with, so no plan makes or signs anything there.
+    provenance: Provenance | None = None
 
 
 # ------------------------------------------------------------------------------------------------ CAs
@@ -247,8 +260,9 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     cas = signers(spec)
     days = _lifetimes(spec, profile, cas, state)
 
+    elsewhere = state.provenance is Provenance.SIGNED_ELSEWHERE
     tasks: list[Task] = [Task("dirs", "directories", (MakeDirs(_dirs(spec)),))]
-    for ca in cas.all:
+    for ca in [] if elsewhere else cas.all:
         tasks.append(_ca_task(ca, profile, days, spec, state))
         database = _database_task(ca, profile)
         if ca.name in state.rotate:
@@ -280,7 +294,12 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
     tasks.append(_bundle_task(bundles))
+    tasks.append(_record_task(spec, state.provenance if elsewhere else None))
     return Plan(spec, tuple(_keep_needed(tasks, state)), bundles)
+
+
+def _record_task(spec: Spec, provenance: Provenance | None) -> Task:
+    return Task("record", "the folder's record", (Write(names.RECORD, record.of(spec, provenance)),))
 
 
 def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
@@ -302,8 +321,10 @@ def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
             )
             finish.append(Task(f"{task.id}:finish", f"{task.expect.cert}: the new CA only", steps))
     # Before the certs directories are assembled: all of them, since every CA file changes.
-    tasks = [*full.tasks[:-1], *finish, whole.tasks[-1]]
-    return Plan(spec, tuple(tasks), full.bundles)
+    at = next(i for i, t in enumerate(full.tasks) if t.id == "bundles")
+    bundles = next(t for t in whole.tasks if t.id == "bundles")
+    tasks = [*full.tasks[:at], *finish, bundles, *full.tasks[at + 1 :]]
+    return Plan(spec, tuple(tasks), full.bundles, full.drop)
 
 
 def build_requests(spec: Spec, state: State) -> Plan:
@@ -316,6 +337,7 @@ def build_requests(spec: Spec, state: State) -> Plan:
             continue
         steps = tuple(s for s in task.steps if not isinstance(s, Verify) and not _is_signing(s))
         tasks.append(Task(task.id, task.title, steps))
+    tasks.append(_record_task(spec, Provenance.SIGNED_ELSEWHERE))
     return Plan(spec, tuple(tasks), {})
 
 
@@ -330,9 +352,9 @@ def build_import(spec: Spec, returned: dict[str, str]) -> Plan:
     for task in full.tasks:
         if task.expect is not None and task.signer is not None:
             tasks.append(Task(task.id, task.title, (Copy(returned[task.id], task.expect.cert),)))
-        elif task.id == UI_TASK:  # an imported UI certificate is installed as `issue` would
+        elif task.id in (UI_TASK, "bundles"):  # an imported UI certificate is installed as `issue` would
             tasks.append(task)
-    tasks.append(full.tasks[-1])  # the certs directories
+    tasks.append(_record_task(spec, Provenance.SIGNED_ELSEWHERE))
     return Plan(spec, tuple(tasks), full.bundles)
 
 
@@ -414,8 +436,8 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
                     f"{missing[0]}: missing, but its CA still exists: restore it from a backup (a new one "
                     "would issue serial 01 again under the same CA)"
                 )
-        else:
-            needed = True
+        else:  # a file rendered from the spec alone (the record): like a config, written where it differs
+            needed = not all(is_config(s) for s in task.steps)
         if needed:
             redone.add(task.id)
             yield task
@@ -523,7 +545,16 @@ def _node_task(
     )
     extfile = (cnf, "node_certificate") if profile.extfile else None
     subject = (("O", "Cockroach"),) + ((("CN", profile.node_cn),) if profile.node_cn else ())
-    expect = Expect(cert=cert, key=key, issuer=ca.cert, subject=subject, dns=dns, ips=ips, eku=eku)
+    expect = Expect(
+        cert=cert,
+        key=key,
+        issuer=ca.cert,
+        subject=subject,
+        dns=dns,
+        ips=ips,
+        eku=eku,
+        key_kind=_key_kind(spec),
+    )
     steps = (
         Write(cnf, cnf_text),
         *(_keygen(key, spec) if new_key else ()),
@@ -559,6 +590,7 @@ def _client_task(
         subject=(("O", "Cockroach"), ("CN", request.user)),
         dns=("root",) if root_san else (),
         eku=("clientAuth",),
+        key_kind=_key_kind(spec),
     )
     steps: tuple[Step, ...] = (
         Write(cnf, cnf_text),
@@ -616,6 +648,7 @@ def _ui_task(
         dns=dns,
         ips=ips,
         eku=("serverAuth",),
+        key_kind=_key_kind(spec),
     )
     steps = (
         Write(cnf, cnf_text),
@@ -625,6 +658,11 @@ def _ui_task(
         Verify(expect),
     )
     return Task(UI_TASK, "DB Console certificate", steps, expect, signer=ca.task_id)
+
+
+def _key_kind(spec: Spec) -> str:
+    """The key a leaf must have (certcheck.key_kind_of): changing key_type or key_bits is a difference."""
+    return "EC P-256" if spec.key_type == "ec" else f"RSA {spec.key_bits}"
 
 
 def _keygen(key: str, spec: Spec) -> tuple[Step, ...]:

@@ -24,13 +24,13 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import backups, names, plan, script, state
+from orchestrator import backups, changes, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import RunError, UserError
 from orchestrator.openssl import OpenSSL
@@ -63,7 +63,7 @@ class Result:
     plan: Plan  # what was run: only the tasks that were needed
     changed: tuple[str, ...]  # files written or replaced, relative to the output folder
     transcript: Path | None
-    backup: Path | None = None  # where the files this run replaced were kept (renew, rotate-ca)
+    backup: Path | None = None  # where the keys and certificates this run replaced were kept
 
 
 def issue(
@@ -76,9 +76,9 @@ def issue(
     backup: Path | None = None,
 ) -> Result:
     """Make or complete the PKI for `spec` in `out`. `planner` (default: `pending`) decides what to run;
-    it is called under the lock, so it sees the folder as no other run is changing it. With `backup`
-    (renew, rotate-ca), every file the run replaces is first kept in a new `<backup>/<UTC time>/` folder,
-    and a CA the plan rotates may get a new key: the old one is moved there."""
+    it is called under the lock, so it sees the folder as no other run is changing it. With `backup`,
+    every key and certificate the run replaces or drops is first kept in a new `<backup>/<UTC time>/`
+    folder (a CA the plan rotates gets a new key: the old one is moved there)."""
     find = openssl if not isinstance(openssl, OpenSSL) else lambda: openssl
     tool = None
     if not (out / names.STATE_DIR).is_dir():
@@ -98,7 +98,7 @@ def issue(
         # First undo what a killed run left (a certs directory mid-swap is put back), then look.
         _remove_leftovers(work)
         todo = planner(out) if planner else pending(spec, out)
-        _refuse_to_replace_a_ca(todo, out, rotating=backup is not None)
+        refuse(todo, out)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
         kept = None
         try:
@@ -118,12 +118,37 @@ def issue(
     return Result(todo, tuple(changed), transcript, kept)
 
 
-def pending(spec: Spec, out: Path) -> Plan:
-    """What `issue` would run now (for --check); reads only."""
-    return plan.build(spec, state.inspect(out, plan.build(spec)))
+def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
+    """What `issue` would run now (also for --check); reads only. Refuses (changes.Refused) to replace
+    or drop what exists unless `asked` says so."""
+    asked = asked or changes.Asked()
+    full = plan.build(spec)
+    found = state.inspect(out, full)
+    changes.guard(spec, out, full, found, asked)
+    return replace(plan.build(spec, found), drop=changes.drop(spec, out, full, asked))
 
 
-def _refuse_to_replace_a_ca(todo: Plan, out: Path, rotating: bool = False) -> None:
+def refuse(todo: Plan, out: Path) -> None:
+    """Every refusal a run makes before it touches anything; `issue --check` makes the same ones."""
+    _refuse_to_replace_a_ca(todo, out)
+    for path in _inputs(todo):
+        if path.endswith(".key") and (out / path).is_file():
+            _check_private(out / path)
+
+
+def _inputs(todo: Plan) -> Iterator[str]:
+    """The files the plan reads but neither makes nor changes, each once."""
+    written = {w for s in todo.steps for w in writes(s)}
+    made: set[str] = set()
+    for step in todo.steps:
+        for path in reads(step):
+            if path not in made and path not in written and not Path(path).is_absolute():
+                made.add(path)
+                yield path
+        made.update(writes(step))
+
+
+def _refuse_to_replace_a_ca(todo: Plan, out: Path) -> None:
     """A CA certificate is only ever made again with the key it already has (a renewal). A new CA key
     beside an existing CA certificate, or a key that is not that certificate's, means a new CA that every
     node and client must be given: never done silently (issue 5). `rotate-ca` does it on purpose (a plan
@@ -132,8 +157,8 @@ def _refuse_to_replace_a_ca(todo: Plan, out: Path, rotating: bool = False) -> No
         expect = task.expect
         if expect is None or not expect.is_ca or not any(isinstance(s, Run) for s in task.steps):
             continue
-        if rotating and any(isinstance(s, Append) and s.dst == expect.cert for s in task.steps):
-            continue
+        if any(isinstance(s, Append) and s.dst == expect.cert for s in task.steps):
+            continue  # rotate-ca: the old CA stays in the file after the new one, its key in the backup
         cert, key = out / expect.cert, out / expect.key
         if not cert.is_file():
             continue
@@ -173,9 +198,7 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             if path in written:
                 shutil.copy2(source, target)
-            else:
-                if path.endswith(".key"):
-                    _check_private(source)
+            else:  # refuse() has checked that a key read here is private
                 target.symlink_to(source.resolve())
         made.update(writes(step))
 
@@ -305,11 +328,14 @@ def _commit(
         p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
-    kept = backups.keep(out, changed, backup) if backup is not None else None
+    dropped = [f for path in todo.drop for f in _files_under(out, path)]
+    kept = None
+    if backup is not None:
+        kept = backups.keep(out, [p for p in changed if _is_pki_file(p)] + dropped, backup)
     for path in changed:
         if path.startswith(names.SAFE_DIR + "/") and (out / path).exists():
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
-    bundle_of = {p: d for p in changed for d in todo.bundles if p.startswith(d + "/")}
+    bundle_of = {p: d for p in [*changed, *dropped] for d in todo.bundles if p.startswith(d + "/")}
     loose = [p for p in changed if p not in bundle_of]
     for path in sorted(loose, key=_commit_order):
         (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
@@ -318,8 +344,28 @@ def _commit(
         else:
             os.replace(stage / path, out / path)
     for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
-        _swap_in(folder, [p for p, d in bundle_of.items() if d == folder], out, stage, work)
-    return changed, kept
+        files = [p for p, d in bundle_of.items() if d == folder]
+        _swap_in(folder, [p for p in files if p not in dropped], out, stage, work, drop=files)
+    for path in todo.drop:  # outside the certs directories: a pruned node's whole folder
+        if not any(path.startswith(d + "/") for d in todo.bundles) and (out / path).exists():
+            gone = work / ("old-" + path.replace("/", "_"))
+            os.rename(out / path, gone)
+            shutil.rmtree(gone, ignore_errors=True)
+    return changed + dropped, kept
+
+
+def _is_pki_file(path: str) -> bool:
+    """What a run keeps in the backup before replacing it: keys and certificates, not configs or the CA
+    database (those are made again from the spec, or only grow)."""
+    return path.startswith(names.SAFE_DIR + "/") or path.endswith((".crt", ".key", ".pk8"))
+
+
+def _files_under(out: Path, path: str) -> list[str]:
+    """`path` (a file or a folder, relative to `out`) as the files it holds."""
+    target = out / path
+    if target.is_dir() and not target.is_symlink():
+        return sorted(p.relative_to(out).as_posix() for p in target.rglob("*") if p.is_file())
+    return [path] if target.is_file() else []
 
 
 def _place_new(src: Path, dst: Path) -> None:
@@ -356,13 +402,18 @@ def _commit_order(path: str) -> tuple[int, str]:
     return rank, path
 
 
-def _swap_in(folder: str, files: list[str], out: Path, stage: Path, work: Path) -> None:
+def _swap_in(
+    folder: str, files: list[str], out: Path, stage: Path, work: Path, drop: list[str] | None = None
+) -> None:
+    """Replace `folder` whole by a copy with `files` (staged) put in and the files in `drop` left out."""
     fresh = work / ("new-" + folder.replace("/", "_"))
     old = work / ("old-" + folder.replace("/", "_"))
     if (out / folder).is_dir():
         shutil.copytree(out / folder, fresh, symlinks=True)  # keeps whatever else the user put there
     fresh.mkdir(mode=names.DIR_MODE, exist_ok=True)
     fresh.chmod(names.DIR_MODE)
+    for path in drop or ():
+        (fresh / Path(path).name).unlink(missing_ok=True)
     for path in files:
         target = fresh / Path(path).name
         target.unlink(missing_ok=True)

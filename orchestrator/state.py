@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestrator import names, record
 from orchestrator.certcheck import load_cert, problems
 from orchestrator.plan import Copy, Plan, State, Write, is_config, reads, writes
 
@@ -18,11 +19,12 @@ def inspect(out: Path, full: Plan) -> State:
         if isinstance(step, Copy) and step.dst in found and _read(out / step.dst) != _read(out / step.src):
             found.discard(step.dst)
     present = frozenset(found)
-    current = frozenset(
-        s.path
-        for s in full.steps
-        if is_config(s) and isinstance(s, Write) and _read(out / s.path) == s.text.encode("utf-8")
-    )
+    found_record = record.read(out)
+    provenance = found_record.provenance if found_record else None
+    rendered = {s.path: s.text for s in full.steps if is_config(s) and isinstance(s, Write)}
+    if provenance is record.Provenance.SIGNED_ELSEWHERE:  # kept by every plan for such a folder
+        rendered[names.RECORD] = record.of(full.spec, provenance)
+    current = frozenset(p for p, text in rendered.items() if _read(out / p) == text.encode("utf-8"))
     fresh = frozenset(
         task.id for task in full.tasks if task.expect is not None and not problems(task.expect, out, now)
     )
@@ -30,7 +32,9 @@ def inspect(out: Path, full: Plan) -> State:
     for task in full.tasks:
         if task.expect is not None and task.expect.is_ca and task.id in fresh:
             ca_ends[task.id] = load_cert(out / task.expect.cert).not_valid_after_utc
-    return State(fresh=fresh, present=present, current=current, ca_ends=ca_ends, now=now)
+    return State(
+        fresh=fresh, present=present, current=current, ca_ends=ca_ends, now=now, provenance=provenance
+    )
 
 
 def paths(plan: Plan) -> set[str]:

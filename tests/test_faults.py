@@ -227,7 +227,7 @@ def test_a_killed_update_leaves_old_or_new_never_a_mix(
     old = snapshot(base)
     out = tmp_path / "out"
     shutil.copytree(base, out, symlinks=True)
-    args = ("issue", "--config", spec, "--quiet", "--profile", profile, "--out", out)
+    args = ("issue", "--config", spec, "--quiet", "--profile", profile, "--out", out, "--reissue", "a")
     run = harness(when, tmp_path / "kill.log", *args)
     assert run.returncode == -9, run.stderr
     assert_consistent(out, UPDATED_NODES, ["root", "bob"], old)

@@ -64,6 +64,7 @@ def test_a_changed_spec_changes_only_what_it_must(
     args = ("--config", spec, "--out", out, "--profile", profile)
     assert crdb("issue", *args, "--quiet") == 0
     guarded = {"my-safe-directory/ca.key", "certs/ca.crt"}
+    # A changed host replaces a working certificate: only when asked (--reissue a); adding is never asked.
     steps = [
         (NODE_A.format(extra=', "10.0.0.1"') + NODE_B + ROOT, {"nodes/a/node.crt", "nodes/a/node.key"}),
         (
@@ -80,7 +81,8 @@ def test_a_changed_spec_changes_only_what_it_must(
         capsys.readouterr()
         assert crdb("issue", "--check", *args) == 1, "check did not see the change"
         before = state(out)
-        assert crdb("issue", *args, "--quiet") == 0
+        asked = ("--reissue", "a") if "nodes/a/node.crt" in expected else ()
+        assert crdb("issue", *args, *asked, "--quiet") == 0
         after = state(out)
         assert changed(pki_files(before), pki_files(after)) == expected
         assert all(after[p] == before[p] for p in guarded), "the CA was replaced"
@@ -155,4 +157,5 @@ def test_configs_are_rewritten_only_when_they_differ(
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     assert cnf.read_bytes() == text
     write_spec(tmp_path, NODE_A.format(extra="") + NODE_B + NODE_C + ROOT)
-    assert configs_planned() == ["cat > requests/node.c.cnf <<'EOF'"]
+    # (and the folder's record, which now names node c)
+    assert configs_planned() == ["cat > requests/node.c.cnf <<'EOF'", "cat > crdb-certs.toml <<'EOF'"]

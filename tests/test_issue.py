@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -116,8 +117,12 @@ def test_a_new_node_and_user_cost_one_certificate_each(tmp_path: Path) -> None:
         out / "nodes/b/node.crt", ["b.example.com"], ca, ["node"], {SERVER, CLIENT}, secure=True
     )
     pkicheck.assert_client(out / "certs/client.bob.crt", "bob", ca, secure=True)
-    # With two nodes, certs/ is no longer one node's directory: it keeps the files it had.
-    assert (out / "certs" / "node.crt").exists()
+    # With two nodes, certs/ (the clients' folder) is no longer node a's certs directory: a's key and
+    # certificate (CN=node, clientAuth) leave it for the backup, and stay in nodes/a/.
+    assert not (out / "certs" / "node.crt").exists() and not (out / "certs" / "node.key").exists()
+    [backup] = (out / "backup").iterdir()
+    assert (backup / "certs/node.key").read_bytes() == (out / "nodes/a/node.key").read_bytes()
+    assert stat.S_IMODE((backup / "certs/node.key").stat().st_mode) == 0o400
 
 
 def test_changed_hosts_reissue_only_that_node(tmp_path: Path) -> None:
@@ -126,7 +131,7 @@ def test_changed_hosts_reissue_only_that_node(tmp_path: Path) -> None:
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     ca_before = (out / "certs/ca.crt").read_bytes()
     write_spec(tmp_path, '[[nodes]]\nname = "a"\nhosts = ["a.example.com", "10.1.2.3"]\n')
-    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet", "--reissue", "a") == 0
     assert (out / "certs/ca.crt").read_bytes() == ca_before
     for folder in (out / "nodes/a", out / "certs"):
         pkicheck.assert_node(

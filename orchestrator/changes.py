@@ -1,0 +1,250 @@
+"""What a run would replace or take away, and whether the user asked for it.
+
+`issue` makes what is missing and repairs what is broken (a certificate that cannot be read, a key that
+is gone or does not match), but it never replaces a working certificate, drops a node or user, or signs
+with another CA unless told to: a forgotten `--config`, or an edit that lost a SAN, must not quietly
+re-issue a node with fewer names. Each such difference is one line naming what differs and the flag that
+does it (`--reissue NAME`, `--prune`); `issue --check` reports the same lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator import names, record
+from orchestrator.certcheck import (
+    Expect,
+    ekus_of,
+    is_ca,
+    key_kind_of,
+    load_cert,
+    load_certs,
+    load_key,
+    public_bytes,
+    sans_of,
+    signed_by,
+    subject_of,
+)
+from orchestrator.errors import ExitStatus, UserError
+from orchestrator.plan import Plan, State, Task
+from orchestrator.record import Provenance
+from orchestrator.spec import Spec
+
+
+@dataclass(frozen=True)
+class Difference:
+    name: str  # what --reissue names: a node, a user, "ui"; "" for the whole folder
+    what: str  # "hosts differ: -a.example.com +b.example.com"
+    fix: str  # the way forward, as the user types it
+
+    def line(self) -> str:
+        return f"{self.name + ': ' if self.name else ''}{self.what}; {self.fix}"
+
+
+class Refused(UserError):
+    """The spec differs from what the folder holds in a way only a flag may act on."""
+
+    status = ExitStatus.FINDINGS
+
+    def __init__(self, out: Path, found: list[Difference]) -> None:
+        self.found = found
+        lines = [f"{out}: the spec differs from what the folder holds; nothing was changed:"]
+        super().__init__("\n".join([*lines, *(f"  {d.line()}" for d in found)]))
+
+
+ALL = "*"  # --reissue with no names: every certificate that differs
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the user allowed this run to replace or take away."""
+
+    reissue: frozenset[str] = frozenset()  # names (node, user, "ui"), or ALL
+    prune: bool = False
+
+    def allows(self, name: str) -> bool:
+        return ALL in self.reissue or name in self.reissue
+
+
+def owner(task: Task) -> str:
+    """The name --reissue takes for a certificate's task: node:a and client-node:a -> a, client:u -> u."""
+    return task.id.split(":", 1)[1] if ":" in task.id else task.id
+
+
+def guard(
+    spec: Spec, out: Path, full: Plan, found: State, asked: Asked, chosen: frozenset[str] = frozenset()
+) -> None:
+    """Refuse (Refused, exit 1) every replacement and removal that neither `asked` nor `chosen` (the ids
+    of the tasks a command re-issues on purpose: renew) covers."""
+    differences: list[Difference] = []
+    held = record.read(out)
+    differences += _folder_differences(spec, held, asked)
+    names_known = {owner(t) for t in full.tasks if t.expect is not None}
+    unknown = sorted(n for n in asked.reissue if n != ALL and n not in names_known)
+    if unknown:
+        raise UserError(
+            f"--reissue: {', '.join(unknown)} is not a node, user or ui of the spec"
+            f" (known: {', '.join(sorted(names_known))})"
+        )
+    for task in full.leaves():
+        expect = task.expect
+        if expect is None or task.id in found.fresh or task.id in chosen:
+            continue
+        why = _why_replaced(expect, out, found.now)
+        if why is None or asked.allows(owner(task)):
+            continue
+        who = owner(task)
+        differences.append(
+            Difference(who, why, f"re-run with --reissue {who} to replace {expect.cert} (kept in backup/)")
+        )
+    differences += [] if asked.prune else _removed(spec, out, full, held)
+    if differences:
+        raise Refused(out, list(dict.fromkeys(differences)))
+    if found.provenance is Provenance.SIGNED_ELSEWHERE:
+        unsigned = [t.title for t in full.leaves() if t.id not in found.fresh]
+        if unsigned:
+            raise UserError(
+                f"{out}: signed by {Provenance.SIGNED_ELSEWHERE.about()}, and {', '.join(unsigned)} is not"
+                f" signed yet: `crdb-certs csr --out {out}` makes the requests, then `crdb-certs import`"
+            )
+
+
+def drop(spec: Spec, out: Path, full: Plan, asked: Asked) -> tuple[str, ...]:
+    """What the run takes away: node files left in certs/ once it holds more than one node's worth (they
+    would let any client holder act as that node), and with --prune what the spec no longer names."""
+    certs = names.CERTS_DIR
+    kept = set(full.bundles.get(certs, ()))
+    node_own = (
+        names.NODE_CERT,
+        names.NODE_KEY,
+        names.client_cert(names.NODE_USER),
+        names.client_key(names.NODE_USER),
+        names.UI_CERT,
+        names.UI_KEY,
+    )
+    gone = [f"{certs}/{f}" for f in node_own if f not in kept and (out / certs / f).is_file()]
+    if asked.prune:
+        gone += [d.path for d in _removed(spec, out, full, record.read(out))]
+    return tuple(gone)
+
+
+# ------------------------------------------------------------------------------------------ internals
+
+
+@dataclass(frozen=True)
+class _Removal(Difference):
+    path: str = ""
+
+
+def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> list[_Removal]:
+    """Nodes and users whose files are in the folder but who are not in the spec."""
+    found: list[_Removal] = []
+    wanted_nodes = {n.name for n in spec.nodes}
+    nodes_dir = out / names.NODES_DIR
+    on_disk = sorted(p.name for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []
+    for name in on_disk:
+        if name not in wanted_nodes and (nodes_dir / name / names.NODE_CERT).is_file():
+            path = names.node_dir(name)
+            found.append(_Removal(name, "not in the spec any more", _prune_fix(path), path))
+    kept = set(full.bundles.get(names.CERTS_DIR, ()))
+    certs = out / names.CERTS_DIR
+    users = sorted(p.name for p in certs.glob("client.*.crt")) if certs.is_dir() else []
+    for cert in users:
+        user = cert.removeprefix("client.").removesuffix(".crt")
+        if cert in kept or user == names.NODE_USER:
+            continue
+        for file in (cert, names.key_for(cert), names.key_for(cert) + ".pk8"):
+            if (certs / file).is_file():
+                path = f"{names.CERTS_DIR}/{file}"
+                found.append(_Removal(user, "not in the spec any more", _prune_fix(path), path))
+    return found
+
+
+def _prune_fix(path: str) -> str:
+    return f"its files stay; re-run with --prune to move {path} to backup/"
+
+
+def _folder_differences(spec: Spec, held: record.Record | None, asked: Asked) -> list[Difference]:
+    if held is None:
+        return []
+    was = held.data.get("spec", {})
+    found: list[Difference] = []
+    for key in ("profile", "layout"):
+        if was.get(key) != getattr(spec, key) and not asked.allows(ALL):
+            found.append(
+                Difference(
+                    "",
+                    f"{key} differs: {was.get(key)} in the folder, {getattr(spec, key)} in the spec",
+                    "re-run with --reissue to re-issue every certificate that differs",
+                )
+            )
+    wanted = Provenance.OWN_CA if spec.ca else Provenance.MADE_HERE
+    elsewhere = held.provenance is Provenance.SIGNED_ELSEWHERE
+    same_ca = spec.ca is None if elsewhere else held.provenance is wanted
+    recorded_ca = was.get("ca", {}).get("cert") if isinstance(was.get("ca"), dict) else None
+    if same_ca and spec.ca is not None and recorded_ca != str(spec.ca.cert) and not asked.allows(ALL):
+        # The organization rotated its CA and [ca] names the new one: every leaf is signed again.
+        found.append(
+            Difference(
+                "CA",
+                f"[ca] differs: {recorded_ca} in the folder, {spec.ca.cert} in the spec",
+                "re-run with --reissue to sign every certificate with the CA the spec names",
+            )
+        )
+    if not same_ca:
+        now = f"your own CA {spec.ca.cert}" if spec.ca else "a CA made here"
+        found.append(
+            Difference(
+                "CA",
+                f"the folder is signed by {held.provenance.about()}; the spec asks for {now}",
+                "a folder keeps its CA: use a new --out folder (rotate-ca replaces a CA made here)",
+            )
+        )
+    return found
+
+
+def _why_replaced(expect: Expect, out: Path, now: datetime | None) -> str | None:
+    """Why a certificate that exists would be made again, or None when it is a repair (missing,
+    unreadable, its key gone or not its own): nothing that works is lost by a repair."""
+    now = now or datetime.now(UTC)
+    try:
+        cert = load_cert(out / expect.cert)
+        if public_bytes(load_key(out / expect.key)) != public_bytes(cert):
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    dns, ips = sans_of(cert)
+    want_dns, want_ips = list(expect.dns), [str(ipaddress.ip_address(i)) for i in expect.ips]
+    if sorted(dns) != sorted(want_dns) or sorted(ips) != sorted(want_ips):
+        had, wants = set(dns) | set(ips), set(want_dns) | set(want_ips)
+        delta = [f"-{h}" for h in [*dns, *ips] if h not in wants] + [
+            f"+{h}" for h in [*want_dns, *want_ips] if h not in had
+        ]
+        return "hosts differ: " + " ".join(delta or ["(same names, another order)"])
+    if expect.key_kind is not None and key_kind_of(cert) != expect.key_kind:
+        return f"key differs: {key_kind_of(cert)} in the folder, {expect.key_kind} in the spec"
+    if subject_of(cert) != expect.subject:
+        shown = ",".join(f"{k}={v}" for k, v in subject_of(cert)) or "(empty)"
+        wanted = ",".join(f"{k}={v}" for k, v in expect.subject) or "(empty)"
+        return f"subject differs: {shown} in the folder, {wanted} in the spec"
+    if sorted(ekus_of(cert)) != sorted(expect.eku) or is_ca(cert) != expect.is_ca:
+        return f"usage differs: {','.join(ekus_of(cert))} in the folder, {','.join(expect.eku)} in the spec"
+    if cert.not_valid_before_utc > now:
+        return (
+            f"not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: is this machine's clock right?"
+        )
+    if cert.not_valid_after_utc < now:
+        return f"expired {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (`crdb-certs renew` re-issues it)"
+    if expect.issuer is not None:
+        try:
+            issuer, *older = load_certs(out / expect.issuer)
+        except (OSError, ValueError):
+            return None  # the CA itself is being made: the plan re-signs everything under it
+        if any(signed_by(cert, ca) for ca in older):
+            return None  # a CA rotation in progress: rotate-ca asked for every leaf of the old CA
+        if not signed_by(cert, issuer):
+            return f"signed by another CA than {expect.issuer}"
+    return "differs from the spec"

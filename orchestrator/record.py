@@ -1,0 +1,120 @@
+"""What an output folder is: the spec it was made from and whose CA signs it, kept beside its CA database.
+
+Every later command given `--out DIR` and no `--config` reads this record instead of guessing: a forgotten
+`--config` must not fall back to the embedded default and re-issue a node with fewer SANs. The file is a
+plan step (plan.build writes it), so it is staged and committed with the run that changes the folder, and
+`plan` prints it like every other file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from orchestrator import names
+from orchestrator.errors import UserError
+from orchestrator.spec import Spec, parse
+
+
+class Provenance(StrEnum):
+    """Whose CA signs the folder's certificates."""
+
+    MADE_HERE = "made-here"  # crdb-certs made the CA: its key is in my-safe-directory/
+    OWN_CA = "own-ca"  # the spec's [ca]: the organization's CA, its key read where it lies
+    SIGNED_ELSEWHERE = "signed-elsewhere"  # `csr` + `import`: a CA crdb-certs never touches
+
+    def about(self) -> str:
+        return {
+            Provenance.MADE_HERE: "a CA crdb-certs made here",
+            Provenance.OWN_CA: "your own CA, named by the spec's [ca]",
+            Provenance.SIGNED_ELSEWHERE: "a CA elsewhere, through `crdb-certs csr` and `crdb-certs import`",
+        }[self]
+
+
+FORMAT = 1
+_HEADER = """\
+# What this folder is, written by crdb-certs with every run that changes it. Commands given
+# --out (or --from) this folder and no --config use the spec below. To change the spec, copy the
+# [spec] table into a file of its own (without the "spec." prefix), edit it and pass --config.
+"""
+
+
+def of(spec: Spec, provenance: Provenance | None = None) -> str:
+    """The record's text for `spec` (provenance: from the spec unless a command says otherwise)."""
+    if provenance is None:
+        provenance = Provenance.OWN_CA if spec.ca else Provenance.MADE_HERE
+    data = {"format": FORMAT, "ca": provenance.value, "spec": spec_data(spec)}
+    return _HEADER + tomli_w.dumps(data)
+
+
+def spec_data(spec: Spec) -> dict[str, Any]:
+    """The spec as the TOML data `spec.parse` reads back into the same Spec (file paths absolute)."""
+    data: dict[str, Any] = {"profile": spec.profile, "layout": spec.layout, "key_type": spec.key_type}
+    if spec.key_type == "rsa":
+        data["key_bits"] = spec.key_bits
+    for key in ("ca_days", "cert_days"):
+        if getattr(spec, key) is not None:
+            data[key] = getattr(spec, key)
+    if spec.ui is not None:
+        data["ui"] = {"hosts": list(spec.ui.hosts), "issuer": spec.ui.issuer}
+        if spec.ui.cert is not None and spec.ui.key is not None:
+            data["ui"] |= {"cert": str(spec.ui.cert), "key": str(spec.ui.key)}
+    if spec.ca is not None:
+        data["ca"] = {"cert": str(spec.ca.cert), "key": str(spec.ca.key)}
+    data["nodes"] = [{"name": n.name, "hosts": list(n.hosts)} for n in spec.nodes]
+    data["clients"] = [{"user": c.user, **({"pkcs8": True} if c.pkcs8 else {})} for c in spec.clients]
+    return data
+
+
+class Record:
+    """A folder's record as read back."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        try:
+            self.provenance = Provenance(str(data.get("ca")))
+        except ValueError:
+            raise UserError(f"{path}: ca = {data.get('ca')!r} is not one crdb-certs writes") from None
+        if not isinstance(data.get("spec"), dict):
+            raise UserError(f"{path}: has no [spec] table; pass --config with the folder's spec")
+
+    def spec(self, profile: str | None = None, key_type: str | None = None) -> Spec:
+        data = dict(self.data["spec"])
+        for key, value in (("profile", profile), ("key_type", key_type)):
+            if value is not None:
+                data[key] = value
+        if key_type == "ec":
+            data.pop("key_bits", None)
+        return parse(data, base=self.path.parent)
+
+
+def read(out: Path) -> Record | None:
+    """The record of `out`, or None when it has none."""
+    path = out / names.RECORD
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot be read ({e.__class__.__name__})") from None
+    try:
+        return Record(path, tomllib.loads(text))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e}); pass --config with the folder's spec") from None
+
+
+def holds_a_pki(out: Path) -> bool:
+    """Whether `out` already holds certificates or a CA (made by anything: an earlier crdb-certs,
+    `cockroach cert`, the docs' recipe by hand)."""
+    markers = (
+        f"{names.CERTS_DIR}/{names.CA_CERT}",
+        "index.txt",
+        names.ca_key("ca"),
+        names.NODES_DIR,
+    )
+    return any((out / m).exists() for m in markers)

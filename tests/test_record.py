@@ -1,0 +1,352 @@
+"""Day 2 loses nothing: the output folder records the spec it was made from and whose CA signs it, later
+commands use that record, and nothing that exists is replaced, dropped or re-signed unless asked
+(`--reissue`, `--prune`), with every replaced key and certificate kept in backup/ first. `issue --check`
+agrees with `issue` on every folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import pkicheck
+from tests.conftest import REPO, crdb, write_spec
+from tests.orgca import OrgCA
+from tests.test_handoff import make_org_ca, sign_all
+
+NODES = """\
+key_type = "ec"
+
+[[nodes]]
+name = "node1"
+hosts = ["localhost", "127.0.0.1", "node1.example.com", "10.0.0.1", "lb.example.com"]
+
+[[nodes]]
+name = "node2"
+hosts = ["node2.example.com", "10.0.0.2"]
+
+[[nodes]]
+name = "node3"
+hosts = ["node3.example.com", "10.0.0.3"]
+
+[[nodes]]
+name = "node4"
+hosts = ["node4.example.com", "10.0.0.4"]
+
+"""
+USERS = '[[clients]]\nuser = "root"\n\n[[clients]]\nuser = "maxroach"\n'
+CUSTOM = NODES + USERS
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file's bytes and mode (the lock file aside: a run holds it)."""
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != "lock"
+    }
+
+
+@pytest.fixture(scope="module")
+def custom_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-node, 2-user folder made from a custom spec, which later commands are not given."""
+    folder = tmp_path_factory.mktemp("custom")
+    spec = write_spec(folder, CUSTOM)
+    assert crdb("issue", "--config", spec, "--out", folder / "pki", "--quiet") == 0
+    spec.unlink()  # the operator's spec file is gone: only the folder knows what it is
+    return folder / "pki"
+
+
+@pytest.fixture
+def pki(custom_pki: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "pki"
+    shutil.copytree(custom_pki, copy, symlinks=True)
+    return copy
+
+
+def test_the_forgotten_config_scenario_loses_nothing(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's scenario: `issue --out pki` without its --config, `export k8s --from pki`, a damaged
+    key mode seen by --check as by issue. Every original file ends byte-identical."""
+    before = snapshot(pki)
+    capsys.readouterr()
+    assert crdb("issue", "--out", pki) == 0
+    assert "up to date, nothing changed" in capsys.readouterr().out
+    assert snapshot(pki) == before, "issue without --config changed the folder"
+
+    manifest = tmp_path / "k8s.yaml"
+    assert crdb("export", "k8s", "--from", pki, "--out", manifest) == 0
+    secrets = [d["metadata"]["name"] for d in yaml.safe_load_all(manifest.read_text()) if d]
+    assert sorted(s for s in secrets if "node" in s) == [f"cockroachdb-node-node{i}" for i in (1, 2, 3, 4)]
+
+    key = pki / "nodes/node3/node.key"
+    key.chmod(0o644)
+    capsys.readouterr()
+    assert crdb("issue", "--check", "--out", pki) == 1, "--check said up to date where issue fails"
+    assert "node3" in capsys.readouterr().err
+    assert crdb("issue", "--out", pki) == 1
+    key.chmod(0o400)
+    assert snapshot(pki) == before
+
+
+def test_every_command_without_config_uses_the_record(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(pki)
+    commands: list[tuple[str | Path, ...]] = [
+        ("issue", "--out", pki),
+        ("issue", "--check", "--out", pki),
+        ("plan", "--out", pki),
+        ("renew", "--out", pki),
+        ("renew", "--plan", "--nodes", "node1", "--out", pki),
+        ("rotate-ca", "--plan", "--out", pki),
+        ("check", pki),
+        ("audit", pki / "nodes/node1"),
+        ("list", pki / "certs"),
+        ("export", "k8s", "--from", pki, "--out", tmp_path / "k8s.yaml"),
+    ]
+    for command in commands:
+        capsys.readouterr()
+        assert crdb(*command) == 0, command
+        said = capsys.readouterr()
+        assert "Traceback" not in said.err
+    # The record's spec, not the embedded default: node1 keeps every host, node4 exists.
+    renewal = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "renew", "--plan", "--nodes", "node1", "--out", pki],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "DNS.3 = lb.example.com" in renewal or "lb.example.com" in renewal
+    assert not [line for line in _planned(pki, capsys) if line.startswith("openssl")], "plan has work"
+    assert snapshot(pki) == before
+
+
+def _planned(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    capsys.readouterr()
+    assert crdb("plan", "--out", out) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_a_pki_without_a_record_is_not_guessed_at(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (pki / "crdb-certs.toml").unlink()
+    before = snapshot(pki)
+    for command in (("issue",), ("issue", "--check"), ("renew",), ("rotate-ca",), ("plan",)):
+        capsys.readouterr()
+        assert crdb(*command, "--out", pki) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: --config:") and err.count("\n") == 1, err
+    assert snapshot(pki) == before
+
+
+def test_differences_are_named_and_nothing_changes_until_asked(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hosts changed, key size changed, a node and a user removed: refused, one line each, exit 1, nothing
+    written, the same lines from --check. --reissue and --prune then do it, keeping the old files."""
+    before = snapshot(pki)
+    changed = (
+        NODES.replace('"lb.example.com"', '"lb2.example.com"')
+        .replace('key_type = "ec"', 'key_type = "rsa"')
+        .split('[[nodes]]\nname = "node4"')[0]
+    )
+    spec = write_spec(tmp_path, changed + '[[clients]]\nuser = "root"\n')
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", pki) == 1
+    err = capsys.readouterr().err
+    assert "node1: hosts differ: -lb.example.com +lb2.example.com; re-run with --reissue node1" in err
+    assert "node2: key differs: EC P-256 in the folder, RSA 2048 in the spec" in err
+    assert "node4: not in the spec any more; its files stay; re-run with --prune" in err
+    assert "maxroach: not in the spec any more" in err
+    assert "Traceback" not in err
+    assert snapshot(pki) == before
+    assert crdb("issue", "--check", "--config", spec, "--out", pki) == 1
+    assert capsys.readouterr().err == err, "--check and issue disagree"
+    assert snapshot(pki) == before
+
+    assert crdb("issue", "--config", spec, "--out", pki, "--reissue", "node1", "--prune") == 1
+    assert "node1:" not in capsys.readouterr().err, "--reissue node1 did not cover node1"
+    assert snapshot(pki) == before
+
+    assert crdb("issue", "--config", spec, "--out", pki, "--reissue", "--prune", "--quiet") == 0
+    after = snapshot(pki)
+    assert not (pki / "nodes/node4").exists() and not (pki / "certs/client.maxroach.crt").exists()
+    pkicheck.assert_node(
+        pki / "nodes/node1/node.crt",
+        ["localhost", "node1.example.com", "lb2.example.com", "127.0.0.1", "10.0.0.1"],
+        pki / "certs/ca.crt",
+        ["node"],
+        {pkicheck.SERVER, pkicheck.CLIENT},
+        secure=True,
+    )
+    assert after["certs/ca.crt"] == before["certs/ca.crt"]
+    assert after["my-safe-directory/ca.key"] == before["my-safe-directory/ca.key"]
+    [backup] = (pki / "backup").iterdir()
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o700
+    for kept in (
+        "nodes/node1/node.key",
+        "nodes/node1/node.crt",
+        "nodes/node4/node.key",
+        "certs/client.maxroach.key",
+    ):
+        assert (backup / kept).read_bytes() == before[kept][0], kept
+        if kept.endswith(".key"):
+            assert stat.S_IMODE((backup / kept).stat().st_mode) == 0o400
+    assert not (backup / "my-safe-directory").exists(), "the CA key was not replaced"
+    assert crdb("issue", "--config", spec, "--out", pki, "--check") == 0
+
+
+def test_key_type_and_size_are_part_of_what_the_folder_is(
+    pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(pki)
+    for override in (("--key-type", "rsa"),):
+        capsys.readouterr()
+        assert crdb("issue", "--check", "--out", pki, *override) == 1
+        assert "key differs: EC P-256 in the folder, RSA 2048 in the spec" in capsys.readouterr().err
+    assert snapshot(pki) == before
+
+
+def test_a_node_key_never_stays_in_the_clients_folder(tmp_path: Path) -> None:
+    """One node: certs/ is also node1's certs directory. Grow to two: node1's files leave certs/ (for the
+    backup), and `renew --nodes node1` does not bring them back."""
+    one = '[[nodes]]\nname = "node1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\nkey_type = "ec"\n'
+    spec = write_spec(tmp_path, 'key_type = "ec"\n' + one.replace('key_type = "ec"\n', ""))
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert (out / "certs/node.key").exists()
+    write_spec(tmp_path, spec.read_text() + '[[nodes]]\nname = "node2"\nhosts = ["node2.example.com"]\n')
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert crdb("renew", "--nodes", "node1", "--out", out, "--quiet") == 0
+    assert sorted(p.name for p in (out / "certs").iterdir()) == [
+        "ca.crt",
+        "client.root.crt",
+        "client.root.key",
+    ]
+
+
+def test_issue_check_agrees_with_issue_on_damaged_folders(
+    custom_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """For each damage: --check exits 0 exactly when issue would change nothing and pass; when issue
+    refuses, --check refuses with the same status."""
+
+    def chmod(path: str, mode: int) -> None:
+        (pki / path).chmod(mode)
+
+    def remove(path: str) -> None:
+        (pki / path).unlink()
+
+    def edit(path: str) -> None:
+        (pki / path).write_bytes((pki / path).read_bytes() + b"# edited\n")
+
+    damages = {
+        "nothing": lambda: None,
+        "node key 0644": lambda: chmod("nodes/node2/node.key", 0o644),
+        "CA key 0644": lambda: chmod("my-safe-directory/ca.key", 0o644),
+        "node cert missing": lambda: remove("nodes/node2/node.crt"),
+        "client key missing": lambda: remove("certs/client.root.key"),
+        "copy of ca.crt edited": lambda: edit("nodes/node3/ca.crt"),
+        "a config edited": lambda: edit("requests/node.node1.cnf"),
+        "CA key missing": lambda: remove("my-safe-directory/ca.key"),
+        "record missing": lambda: remove("crdb-certs.toml"),
+        "index.txt missing": lambda: remove("index.txt"),
+    }
+    for name, damage in damages.items():
+        pki = tmp_path / name.replace(" ", "-")
+        shutil.copytree(custom_pki, pki, symlinks=True)
+        damage()
+        before = snapshot(pki)
+        capsys.readouterr()
+        checked = crdb("issue", "--check", "--out", pki)
+        assert snapshot(pki) == before, f"{name}: --check wrote"
+        issued = crdb("issue", "--out", pki, "--quiet")
+        changed = snapshot(pki) != before
+        if checked == 0:
+            assert issued == 0 and not changed, f"{name}: --check said up to date, issue {issued}/{changed}"
+        elif changed:
+            assert checked == 1 and issued == 0, f"{name}: check {checked}, issue {issued}"
+        else:
+            assert issued == checked != 0, f"{name}: check {checked}, issue {issued}"
+
+
+def test_rotate_ca_and_renew_never_touch_a_ca_made_elsewhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An organization's CA via [ca], and a CA reached only through csr + import: rotate-ca is refused
+    (exit 2, nothing changed, no claim of a kept key); renew is refused where no CA key is at hand."""
+    org = OrgCA(tmp_path / "org", cn="Example Issuing CA")
+    own = write_spec(
+        tmp_path,
+        'key_type = "ec"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+        f'[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n',
+        "own.toml",
+    )
+    assert crdb("issue", "--config", own, "--out", tmp_path / "own", "--quiet") == 0
+
+    elsewhere = tmp_path / "elsewhere"
+    hand_off = write_spec(
+        tmp_path,
+        'key_type = "ec"\nlayout = "split-node"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n',
+        "handoff.toml",
+    )
+    assert crdb("csr", "--config", hand_off, "--out", elsewhere) == 0
+    assert crdb("issue", "--check", "--out", elsewhere) == crdb("issue", "--out", elsewhere) == 2
+    sign_all(make_org_ca(tmp_path / "plain-org"), elsewhere, tmp_path / "returned")
+    assert crdb("import", tmp_path / "returned", "--out", elsewhere) == 0
+
+    for folder, renew_status in ((tmp_path / "own", 0), (elsewhere, 2)):
+        before = snapshot(folder)
+        capsys.readouterr()
+        for command in (("rotate-ca",), ("rotate-ca", "--plan"), ("rotate-ca", "--finish")):
+            assert crdb(*command, "--out", folder) == 2, (folder, command)
+            err = capsys.readouterr().err
+            assert "crdb-certs never" in err and "kept" not in err and err.count("\n") == 1, err
+        assert crdb("renew", "--nodes", "n1", "--plan", "--out", folder) == renew_status
+        assert crdb("issue", "--check", "--out", folder) == 0, capsys.readouterr()
+        assert crdb("issue", "--out", folder) == 0
+        assert snapshot(folder) == before
+
+
+def test_adding_to_a_folder_signed_elsewhere_says_how(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # split-node: node.crt only serves, as the stand-in CA signs node requests (serverAuth)
+    spec = write_spec(
+        tmp_path, 'key_type = "ec"\nlayout = "split-node"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n'
+    )
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    sign_all(make_org_ca(tmp_path / "org"), out, tmp_path / "returned")
+    assert crdb("import", tmp_path / "returned", "--out", out) == 0
+    write_spec(tmp_path, spec.read_text() + '[[clients]]\nuser = "root"\n')
+    before = snapshot(out)
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "crdb-certs csr" in err and "client root" in err
+    assert crdb("issue", "--check", "--config", spec, "--out", out) == 2
+    assert snapshot(out) == before
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime (Debian package faketime)")
+def test_a_clock_behind_replaces_nothing(pki: Path) -> None:
+    """With the clock a day behind, every certificate is 'not yet valid': issue must say so, not make
+    new keys for everything."""
+    before = snapshot(pki)
+    run = subprocess.run(
+        ["faketime", "-f", "-2d", sys.executable, "-m", "orchestrator", "issue", "--out", str(pki)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert run.returncode == 1, run.stderr
+    assert "is this machine's clock right?" in run.stderr
+    assert snapshot(pki) == before

@@ -156,8 +156,8 @@ def plan_command(config: Path | None, out: Path | None, profile: str | None, key
     if out is None:
         click.echo(script.script(plan.build(the_spec)), nl=False)
     else:
-        text = script.script(runner.pending(the_spec, out), title=f"crdb-certs plan for {out}")
-        click.echo(text.replace("umask 077\n", f"umask 077\ncd {shlex.quote(str(out))}\n", 1), nl=False)
+        text = script.script(runner.pending(the_spec, out), folder=out, empty=False)
+        click.echo(text, nl=False)
     return ExitStatus.OK
 
 
@@ -275,7 +275,7 @@ def renew(
 
     todo = planner(out)  # every mistake is reported before anything is touched
     if show_plan:
-        click.echo(lifecycle.script_for(todo, out, f"crdb-certs renew for {out}"), nl=False)
+        click.echo(lifecycle.script_for(todo, out, "crdb-certs renew"), nl=False)
         return ExitStatus.OK
     if not todo.work():
         shown = duration.show(window or lifecycle.DEFAULT_WINDOW)
@@ -309,7 +309,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     todo = planner(out)  # every refusal comes before anything is touched
     stage = "finish" if finish else "rotate"
     if show_plan:
-        click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage}) for {out}"), nl=False)
+        click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage})"), nl=False)
         return ExitStatus.OK
     result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
     return _report_lifecycle(the_spec, out, config, result, stage, quiet)

@@ -303,6 +303,23 @@ def test_your_own_ca_signs_and_its_key_stays_where_it_is(tmp_path: Path) -> None
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0, "a second run has nothing to do"
 
 
+def test_with_your_own_ca_no_advice_about_a_ca_key_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = OrgCA(tmp_path / "org")
+    spec = write_spec(
+        tmp_path,
+        '[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+        f'[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n',
+    )
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 0
+    printed = capsys.readouterr().out
+    assert "cockroach start-single-node" in printed
+    assert "my-safe-directory" not in printed and "CA key" not in printed
+    assert crdb("plan", "--config", spec) == 0
+    assert "the CA key" not in capsys.readouterr().out, "the plan makes no CA key either"
+
+
 def test_a_ca_that_may_not_sign_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     org = OrgCA(tmp_path / "org", key_cert_sign=False)
     spec = write_spec(

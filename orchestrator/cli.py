@@ -77,10 +77,25 @@ profile_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _help_without_command(ctx: click.Context) -> None:
+    """A group named without a command (`crdb-certs`, `crdb-certs export`): the help, as `git` alone
+    prints its usage: on stdout and not as an error; exit 2 (usage), as click's own no-command exit."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(ExitStatus.USAGE)
+
+
+# invoke_without_command: the callback prints the help itself (click would make it an "error: ...").
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+    subcommand_metavar="COMMAND [ARGS]...",
+)
 @click.version_option(package_name="crdb-certs")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """CockroachDB certificates with openssl, the way the docs make them, without their mistakes."""
+    _help_without_command(ctx)
 
 
 @cli.command()
@@ -365,9 +380,11 @@ def check_command(target: Path, within: str) -> int:
     return ExitStatus.OK
 
 
-@cli.group(name="export")
-def export_group() -> None:
+@cli.group(name="export", invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
+@click.pass_context
+def export_group(ctx: click.Context) -> None:
     """Write the certificates in a form another system reads."""
+    _help_without_command(ctx)
 
 
 @export_group.command(name="k8s")
@@ -504,7 +521,7 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
             shown = True
     if not shown:
         click.echo(f"{mine.profile} and {against}: the same configs")
-    return ExitStatus.OK
+    return ExitStatus.FINDINGS if shown else ExitStatus.OK  # as diff(1): 1 when they differ
 
 
 def _audit_issued(out: Path, result: runner.Result, say: Say) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import names, plan, script, state, validate
+from orchestrator import duration, names, plan, script, state, validate
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError
@@ -338,7 +338,7 @@ def expiring(target: Path, within: timedelta, now: datetime | None = None) -> tu
 
 def _span(span: timedelta) -> str:
     if span >= timedelta(days=2):
-        return f"{span.days} days"
+        return f"{duration.whole_days(span)} days"
     hours = int(span.total_seconds() // 3600)
     if hours >= 1:
         return f"{hours} hour{'s' if hours > 1 else ''}"

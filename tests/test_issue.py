@@ -14,6 +14,7 @@ import pytest
 
 from tests import pkicheck
 from tests.conftest import CLUSTER_SPEC, REPO, crdb, write_spec
+from tests.peers import PostgresServer
 from tests.pkicheck import CLIENT, SERVER
 
 CLUSTER = {
@@ -173,9 +174,17 @@ def test_make_certs_prints_the_next_step(tmp_path: Path, capsys: pytest.CaptureF
     assert f"Keep {tmp_path}/my-safe-directory off the nodes: it holds the CA key." in out
 
 
+ODD_FOLDER = "a&b=c %41 #d?e+f"
+
+
 def test_the_printed_sql_url_holds_any_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # `&`, `%`, `#`, `?` and spaces in the output folder would end or garble the query values unencoded.
-    out = tmp_path / "a&b=c %41 #d?e+f"
+    printed_sql_url(tmp_path, capsys)
+
+
+def printed_sql_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The URL `issue` prints for an output folder whose name holds `&`, `%`, `#`, `?`, `+` and a space,
+    which end or garble a query value unless percent-encoded; checked by parsing it back."""
+    out = tmp_path / ODD_FOLDER
     assert crdb("issue", "--config", REPO / "certs.toml", "--out", out) == 0
     [line] = [line for line in capsys.readouterr().out.splitlines() if "cockroach sql --url=" in line]
     [word] = [w for w in shlex.split(line) if w.startswith("--url=")]
@@ -196,6 +205,26 @@ def test_the_printed_sql_url_holds_any_path(tmp_path: Path, capsys: pytest.Captu
         "sslkey": [f"{out}/certs/client.root.key"],
     }
     assert all(Path(value).is_file() for [value] in query.values() if value != "verify-full")
+    return word.removeprefix("--url=")
+
+
+@pytest.mark.postgres
+def test_libpq_reads_the_printed_sql_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # libpq itself (psql) connects with the printed URL, only pointed at a PostgreSQL server's port.
+    url = printed_sql_url(tmp_path, capsys)
+    nodes = tmp_path / ODD_FOLDER / "nodes" / "node1"
+    server = PostgresServer(nodes / "node.crt", nodes / "node.key", nodes / "ca.crt", ["root"])
+    try:
+        here = urlsplit(url)._replace(netloc=f"root@localhost:{server.port}", path="/postgres").geturl()
+        done = subprocess.run(
+            [str(server.bin / "psql"), here + "&hostaddr=127.0.0.1", "-Atc", "select current_user"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "root"), done.stderr
+    finally:
+        server.stop()
 
 
 def test_docs_profile_reproduces_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

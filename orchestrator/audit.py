@@ -77,7 +77,7 @@ CODES: dict[str, str] = {
     "expires-soon": "a certificate that expires within 30 days",
     "weak-key": "an RSA key under 2048 bits (or another weak key)",
     "weak-signature": "a SHA-1 or MD5 signature",
-    "serial-reused": "two different certificates with the same serial number",
+    "serial-reused": "two different certificates with the same issuer and serial number",
 }
 
 
@@ -645,23 +645,23 @@ class _Audit:
             )
 
     def serials(self) -> None:
-        seen: dict[int, list[tuple[str, x509.Certificate]]] = {}
+        # What must be unique is issuer + serial (RFC 5280; a CRL names a serial of its issuer): two CAs
+        # (ca.crt and ca-client.crt, each counting from 01 in the docs' recipe) may well use the same one.
+        seen: dict[tuple[bytes, int], list[tuple[str, x509.Certificate]]] = {}
         for cert in self.dir.certs:
             for one in cert.certs:
-                seen.setdefault(one.serial_number, []).append((cert.name, one))
-        for serial, holders in sorted(seen.items()):
+                seen.setdefault((one.issuer.public_bytes(), one.serial_number), []).append((cert.name, one))
+        for (_, serial), holders in sorted(seen.items(), key=lambda item: item[0][1]):
             distinct = {c.fingerprint(hashes.SHA256()): (n, c) for n, c in holders}
             if len(distinct) < 2:
                 continue
             files = sorted({n for n, _ in distinct.values()})
-            issuers = sorted({c.issuer.rfc4514_string() for _, c in distinct.values()})
-            across = f" from {len(issuers)} CAs" if len(issuers) > 1 else " from the same issuer"
             self.add(
                 "warning",
                 "serial-reused",
                 files[0],
-                f"serial {_hex(serial)} is used by {len(distinct)} different certificates{across}"
-                f" ({', '.join(files)}): serials must identify a certificate (revocation, audit logs)",
+                f"serial {_hex(serial)} is used by {len(distinct)} different certificates from the same"
+                f" issuer ({', '.join(files)}): serials must identify a certificate (revocation, audit logs)",
                 "issue with random serials (crdb-certs' secure profile, cockroach cert), not serial.txt = 01",
             )
 
@@ -687,6 +687,10 @@ class _Audit:
                 )
             elif name in leaf_keys:
                 continue  # the key of a certificate here: checked with it
+            elif name.startswith("client.") and name.removesuffix(".pk8") in leaf_keys - {name}:
+                # client.<user>.key.pk8: that key for Java (DER PKCS#8), which CockroachDB documents as
+                # its own file (`cockroach cert create-client --also-generate-pkcs8-key`).
+                continue
             elif keys or unreadable or name.endswith(names.KEY_SUFFIX):
                 self.add(
                     "warning",

@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 from rich import box
 from rich.table import Table
 
-from orchestrator import names
+from orchestrator import duration, names
 from orchestrator.certcheck import sans_of
 from orchestrator.certsdir import CertFile, Usage
 from orchestrator.certsdir import read as read_dir
@@ -81,7 +81,7 @@ def listing(directory: Path, now: datetime | None = None) -> Listing:
 def _row(cert: CertFile, now: datetime) -> Row:
     leaf = cert.leaf
     expires = leaf.not_valid_after_utc if leaf else None
-    days = (expires - now).days if expires else None
+    days = duration.whole_days(expires - now) if expires else None
     if cert.usage.is_ca:
         notes = f"num certs: {len(cert.certs)}"
     elif leaf is None:

@@ -4,7 +4,6 @@ so tests call it in-process."""
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -100,10 +99,25 @@ profile_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _help_without_command(ctx: click.Context) -> None:
+    """A group named without a command (`crdb-certs`, `crdb-certs export`): the help, as `git` alone
+    prints its usage: on stdout and not as an error; exit 2 (usage), as click's own no-command exit."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(ExitStatus.USAGE)
+
+
+# invoke_without_command: the callback prints the help itself (click would make it an "error: ...").
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+    subcommand_metavar="COMMAND [ARGS]...",
+)
 @click.version_option(package_name="crdb-certs")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """CockroachDB certificates with openssl, the way the docs make them, without their mistakes."""
+    _help_without_command(ctx)
 
 
 @cli.command()
@@ -220,8 +234,8 @@ def plan_command(config: Path | None, out: Path | None, profile: str | None, key
     if out is None:
         click.echo(script.script(plan.build(the_spec)), nl=False)
     else:
-        text = script.script(runner.pending(the_spec, out), title=f"crdb-certs plan for {out}")
-        click.echo(text.replace("umask 077\n", f"umask 077\ncd {shlex.quote(str(out))}\n", 1), nl=False)
+        text = script.script(runner.pending(the_spec, out), folder=out, empty=False)
+        click.echo(text, nl=False)
     return ExitStatus.OK
 
 
@@ -339,7 +353,7 @@ def renew(
 
     todo = planner(out)  # every mistake is reported before anything is touched
     if show_plan:
-        click.echo(lifecycle.script_for(todo, out, f"crdb-certs renew for {out}"), nl=False)
+        click.echo(lifecycle.script_for(todo, out, "crdb-certs renew"), nl=False)
         return ExitStatus.OK
     if not todo.work():
         shown = duration.show(window or lifecycle.DEFAULT_WINDOW)
@@ -373,7 +387,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     todo = planner(out)  # every refusal comes before anything is touched
     stage = "finish" if finish else "rotate"
     if show_plan:
-        click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage}) for {out}"), nl=False)
+        click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage})"), nl=False)
         return ExitStatus.OK
     result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
     return _report_lifecycle(the_spec, out, config, result, stage, quiet)
@@ -431,9 +445,11 @@ def check_command(target: Path, within: str) -> int:
     return ExitStatus.OK
 
 
-@cli.group(name="export")
-def export_group() -> None:
+@cli.group(name="export", invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
+@click.pass_context
+def export_group(ctx: click.Context) -> None:
     """Write the certificates in a form another system reads."""
+    _help_without_command(ctx)
 
 
 @export_group.command(name="k8s")
@@ -470,7 +486,8 @@ def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Pa
             "Helm chart: --set tls.enabled=true,tls.certs.provided=true,tls.certs.tlsSecret=true,"
             f"tls.certs.nodeSecret={node_secrets[0]},tls.certs.clientRootSecret={root_secret}"
         )
-    click.echo(f"Then: kubectl apply -f {shlex.quote(str(out))}, and delete {out}: it holds private keys.")
+    shown = script.quote(out)
+    click.echo(f"Then: kubectl apply -f {shown}, and delete {shown}: it holds private keys.")
     return ExitStatus.OK
 
 
@@ -570,7 +587,7 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
             shown = True
     if not shown:
         click.echo(f"{mine.profile} and {against}: the same configs")
-    return ExitStatus.OK
+    return ExitStatus.FINDINGS if shown else ExitStatus.OK  # as diff(1): 1 when they differ
 
 
 def _audit_issued(out: Path, todo: plan.Plan, changed: tuple[str, ...], say: Say) -> None:

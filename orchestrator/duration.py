@@ -29,3 +29,9 @@ def show(span: timedelta) -> str:
     else:
         n, unit = hours, "hour"
     return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def whole_days(span: timedelta) -> int:
+    """The whole days in a span, counted toward zero, so that `list` (-35) and `check` ("35 days ago")
+    agree about a certificate that expired 35.5 days ago (timedelta.days would floor it to -36)."""
+    return span.days if span >= timedelta(0) else -(-span).days

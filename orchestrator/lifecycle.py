@@ -12,7 +12,6 @@ freshness check (certcheck.problems) and CockroachDB's `cert list` read. `--fini
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import changes, names, plan, record, script, state, validate
+from orchestrator import changes, duration, names, plan, record, script, state, validate
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError
@@ -115,7 +114,7 @@ def _require_signing_here(out: Path, command: str) -> None:
     if held is not None and held.provenance is record.Provenance.SIGNED_ELSEWHERE:
         raise UserError(
             f"{command}: {out} is signed by {held.provenance.about()}; crdb-certs holds no key of that"
-            f" CA. `crdb-certs csr --out {shlex.quote(str(out))}` and `crdb-certs import` give it new"
+            f" CA. `crdb-certs csr --out {script.quote(str(out))}` and `crdb-certs import` give it new"
             " certificates, and the organization rotates its own CA"
         )
 
@@ -270,9 +269,9 @@ def rollout(
             f"  give {user}'s clients {certs / names.client_cert(user)} and {names.client_key(user)}"
         )
     if stage == "rotate":
-        flag = f" --config {shlex.quote(str(config))}" if config else ""
+        flag = f" --config {script.quote(config)}" if config else ""
         lines.append("3 of 3, once every node and client runs on the new certificates:")
-        lines.append(f"  crdb-certs rotate-ca --finish{flag} --out {shlex.quote(str(out))}")
+        lines.append(f"  crdb-certs rotate-ca --finish{flag} --out {script.quote(out)}")
     return "\n".join(lines)
 
 
@@ -288,7 +287,7 @@ def script_for(todo: Plan, out: Path, title: str) -> str:
     regenerated = {w for t in tasks for s in t.steps if isinstance(s, Run) and s.keygen for w in s.writes}
     moved = [p for p in existing if p in regenerated]
     copied = [p for p in existing if p not in regenerated]
-    lines = [f"cd {shlex.quote(str(out))}"]
+    lines = []
     if existing:
         lines += [
             "# crdb-certs keeps every file it replaces in backup/<UTC time>/ until you delete it",
@@ -296,17 +295,12 @@ def script_for(todo: Plan, out: Path, title: str) -> str:
             'mkdir -p "$backup"',
         ]
         if copied:
-            lines.append(f'cp -p --parents {" ".join(shlex.quote(p) for p in copied)} "$backup"/')
+            lines.append(f'cp -p --parents {script.join(copied)} "$backup"/')
         for path in moved:
-            folder = str(Path(path).parent)
-            lines.append(f'mkdir -p "$backup"/{shlex.quote(folder)}')
-            lines.append(f'mv {shlex.quote(path)} "$backup"/{shlex.quote(folder)}/')
-    text = script.script(todo, tasks, title=title)
-    # The header speaks of an empty folder; this script changes an existing one.
-    start, end = text.find("Run it in an empty folder"), text.find("\nset -euo pipefail")
-    if 0 < start < end:
-        text = text[:start] + "Run it in the output folder: it changes the files there." + text[end:]
-    return text.replace("umask 077\n", "umask 077\n" + "\n".join(lines) + "\n", 1)
+            folder = script.quote(str(Path(path).parent))
+            lines.append(f'mkdir -p "$backup"/{folder}')
+            lines.append(f'mv {script.quote(path)} "$backup"/{folder}/')
+    return script.script(todo, tasks, title=title, folder=out, preamble=lines, empty=False)
 
 
 # ------------------------------------------------------------------------------------------- check
@@ -367,7 +361,7 @@ def expiring(target: Path, within: timedelta, now: datetime | None = None) -> tu
 
 def _span(span: timedelta) -> str:
     if span >= timedelta(days=2):
-        return f"{span.days} days"
+        return f"{duration.whole_days(span)} days"
     hours = int(span.total_seconds() // 3600)
     if hours >= 1:
         return f"{hours} hour{'s' if hours > 1 else ''}"

@@ -6,9 +6,12 @@ text for the steps it ran.
 
 from __future__ import annotations
 
+import os
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+from orchestrator import names
 from orchestrator.plan import (
     Append,
     Chmod,
@@ -22,57 +25,104 @@ from orchestrator.plan import (
     Task,
     Verify,
     Write,
+    writes,
 )
 
-_HEADER = """\
-#!/usr/bin/env bash
-# {title}
-# Made by crdb-certs (profile {profile}, layout {layout}). Run it in an empty folder: it creates
-# certs/ (CA certificate, client certificates), my-safe-directory/ (the CA key: keep it off the nodes)
-# and nodes/<name>/ (one certs directory per node).
-set -euo pipefail
-umask 077
-"""
 
+def script(
+    plan: Plan,
+    tasks: Iterable[Task] | None = None,
+    title: str = "crdb-certs plan",
+    folder: Path | None = None,
+    preamble: Sequence[str] = (),
+    empty: bool = True,
+) -> str:
+    """The plan (or only `tasks` of it) as bash. The one printer of scripts, so that every value in one
+    (a path in a command or in a comment) goes through `quote`.
 
-def script(plan: Plan, tasks: Iterable[Task] | None = None, title: str = "crdb-certs plan") -> str:
+    `folder`: the script makes it if missing and works there (else: where it is run); `preamble`: lines
+    run there before the tasks (already quoted by the caller, with `quote`); `empty`: the script makes a
+    new PKI, so it must run in an empty folder (else it adds to or replaces files of an existing one).
+    """
     spec = plan.spec
-    lines = [_HEADER.format(title=title, profile=spec.profile, layout=spec.layout)]
-    for task in plan.tasks if tasks is None else tasks:
-        if task.steps:
-            lines.append(f"\n# --- {task.title}")
-            lines.extend(shell(step) for step in task.steps)
+    chosen = [t for t in (plan.tasks if tasks is None else tasks) if t.steps]
+    if folder is None:
+        where = "Run it in an empty folder" if empty else "Run it in the output folder"
+    else:
+        where = f"It works in {quote(folder)} (made if missing)"
+    made = {p for t in chosen for s in t.steps for p in writes(s)}
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# {title if title.isprintable() else quote(title)}",
+        f"# Made by crdb-certs (profile {spec.profile}, layout {spec.layout}). {where}: it "
+        + ("creates" if empty else "adds to or changes"),
+        "# certs/ (CA certificate, client certificates),",
+    ]
+    if any(p.startswith(names.SAFE_DIR + "/") for p in made):
+        lines.append("# my-safe-directory/ (the CA key: keep it off the nodes),")
+    lines += [
+        "# and nodes/<name>/ (one certs directory per node).",
+        "set -euo pipefail",
+        "umask 077",
+    ]
+    if folder is not None:
+        operand = quote(f"./{folder}" if str(folder).startswith("-") else folder)  # not an option
+        lines += [f"mkdir -p {operand}", f"cd {operand}"]
+    lines += preamble
+    for task in chosen:
+        lines.append(f"\n# --- {task.title}")
+        lines.extend(shell(step) for step in task.steps)
     return "\n".join(lines) + "\n"
+
+
+def quote(value: str | Path) -> str:
+    """A value as one bash word that never spans lines, so it is safe in a command and in a comment:
+    shlex quoting, or, for a value with a newline or another control character, `$'...'` with every
+    byte that is not printable ASCII written as \\xHH (the path's own bytes, whatever the locale)."""
+    text = str(value)
+    if text.isprintable():
+        return shlex.quote(text)
+    raw = os.fsencode(text)
+    return "$'" + "".join(_ansi_c(byte) for byte in raw) + "'"
+
+
+def join(words: Iterable[str]) -> str:
+    return " ".join(quote(word) for word in words)
+
+
+def _ansi_c(byte: int) -> str:
+    char = chr(byte)
+    return char if 0x20 <= byte < 0x7F and char not in "\\'" else f"\\x{byte:02x}"
 
 
 def shell(step: Step) -> str:
     match step:
         case Run(argv=argv):
-            return shlex.join(argv)
+            return join(argv)
         case MakeDirs(paths=paths):
-            return shlex.join(("mkdir", "-p", *paths))
+            return join(("mkdir", "-p", *paths))
         case Write(path=path, text=""):
-            return shlex.join(("touch", path))
+            return join(("touch", path))
         case Write(path=path, text=text) if "\n" not in text.rstrip("\n") and len(text) < 40:
             line = text.rstrip("\n")  # the docs write `echo '01' > serial.txt`
-            quoted = f"'{line}'" if "'" not in line else shlex.quote(line)
-            return f"echo {quoted} > {shlex.quote(path)}"
+            quoted = f"'{line}'" if "'" not in line else quote(line)
+            return f"echo {quoted} > {quote(path)}"
         case Write(path=path, text=text):
             return _heredoc(path, text)
         case Chmod(mode=mode, path=path):
-            return f"chmod {mode:o} {shlex.quote(path)}"
+            return f"chmod {mode:o} {quote(path)}"
         case Remove(patterns=patterns):
             return "rm -f " + " ".join(_glob_quote(p) for p in patterns)
         case Copy(src=src, dst=dst, mode=None):
-            return shlex.join(("cp", "-p", src, dst))
+            return join(("cp", "-p", src, dst))
         case Copy(src=src, dst=dst, mode=int(mode)):
-            return f"install -m {mode:o} {shlex.quote(src)} {shlex.quote(dst)}"
+            return f"install -m {mode:o} {quote(src)} {quote(dst)}"
         case Append(src=src, dst=dst):
-            return f"cat {shlex.quote(src)} >> {shlex.quote(dst)}"
+            return f"cat {quote(src)} >> {quote(dst)}"
         case RandomSerial(path=path):
-            return shlex.join(("openssl", "rand", "-out", path, "-hex", "16"))
+            return join(("openssl", "rand", "-out", path, "-hex", "16"))
         case Verify(expect=expect):
-            return shlex.join(
+            return join(
                 (
                     "openssl",
                     "x509",
@@ -92,9 +142,9 @@ def _heredoc(path: str, text: str) -> str:
     while marker in text.splitlines():
         marker += "_"
     body = text if text.endswith("\n") else text + "\n"
-    return f"cat > {shlex.quote(path)} <<'{marker}'\n{body}{marker}"
+    return f"cat > {quote(path)} <<'{marker}'\n{body}{marker}"
 
 
 def _glob_quote(pattern: str) -> str:
     # Quote everything but the `*`, so the shell expands exactly that and nothing else.
-    return "*".join(shlex.quote(part) if part else "" for part in pattern.split("*"))
+    return "*".join(quote(part) if part else "" for part in pattern.split("*"))

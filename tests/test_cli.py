@@ -18,6 +18,19 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert "Usage: crdb-certs " + command in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("group", [(), ("export",)], ids=["crdb-certs", "export"])
+def test_no_command_prints_the_help_not_an_error(
+    group: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As `git` alone: the usage on stdout, and no "error:"; exit 2 (a usage error), as click's own exit
+    # for a group named without a command, so a script that lost its command does not pass.
+    assert crdb(*group) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith(" ".join(("Usage: crdb-certs", *group, "[OPTIONS] COMMAND [ARGS]...")))
+    assert "Commands:" in captured.out
+    assert captured.err == ""
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [

@@ -154,6 +154,7 @@ def test_csr_then_import_round_trip(tmp_path: Path, org: Path, capsys: pytest.Ca
     returned = tmp_path / "returned"
     sign_all(org, out, returned)
     assert crdb("import", returned, "--config", spec, "--out", out) == 0
+    assert "the CA key" not in capsys.readouterr().out, "no advice about a CA key that is not here"
     n1, n2 = out / "nodes" / "n1", out / "nodes" / "n2"
     assert {p.name for p in n1.iterdir()} == {
         "ca.crt",

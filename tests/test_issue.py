@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import stat
 import subprocess
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests import pkicheck
-from tests.conftest import REPO, crdb, write_spec
+from tests.conftest import CLUSTER_SPEC, REPO, crdb, write_spec
+from tests.peers import PostgresServer
 from tests.pkicheck import CLIENT, SERVER
 
 CLUSTER = {
@@ -171,6 +176,60 @@ def test_make_certs_prints_the_next_step(tmp_path: Path, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert f"cockroach start-single-node --certs-dir={tmp_path}/certs" in out
     assert "sslmode=verify-full" in out and "client.root.crt" in out
+    assert f"Keep {tmp_path}/my-safe-directory off the nodes: it holds the CA key." in out
+
+
+ODD_FOLDER = "a&b=c %41 #d?e+f"
+
+
+def test_the_printed_sql_url_holds_any_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    printed_sql_url(tmp_path, capsys)
+
+
+def printed_sql_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The URL `issue` prints for an output folder whose name holds `&`, `%`, `#`, `?`, `+` and a space,
+    which end or garble a query value unless percent-encoded; checked by parsing it back."""
+    out = tmp_path / ODD_FOLDER
+    assert crdb("issue", "--config", REPO / "certs.toml", "--out", out) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "cockroach sql --url=" in line]
+    [word] = [w for w in shlex.split(line) if w.startswith("--url=")]
+    url = urlsplit(word.removeprefix("--url="))
+    assert (url.scheme, url.username, url.hostname, url.port, url.path, url.fragment) == (
+        "postgresql",
+        "root",
+        "localhost",
+        26257,
+        "/defaultdb",
+        "",
+    )
+    query = parse_qs(url.query, strict_parsing=True)
+    assert query == {
+        "sslmode": ["verify-full"],
+        "sslrootcert": [f"{out}/certs/ca.crt"],
+        "sslcert": [f"{out}/certs/client.root.crt"],
+        "sslkey": [f"{out}/certs/client.root.key"],
+    }
+    assert all(Path(value).is_file() for [value] in query.values() if value != "verify-full")
+    return word.removeprefix("--url=")
+
+
+@pytest.mark.postgres
+def test_libpq_reads_the_printed_sql_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # libpq itself (psql) connects with the printed URL, only pointed at a PostgreSQL server's port.
+    url = printed_sql_url(tmp_path, capsys)
+    nodes = tmp_path / ODD_FOLDER / "nodes" / "node1"
+    server = PostgresServer(nodes / "node.crt", nodes / "node.key", nodes / "ca.crt", ["root"])
+    try:
+        here = urlsplit(url)._replace(netloc=f"root@localhost:{server.port}", path="/postgres").geturl()
+        done = subprocess.run(
+            [str(server.bin / "psql"), here + "&hostaddr=127.0.0.1", "-Atc", "select current_user"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "root"), done.stderr
+    finally:
+        server.stop()
 
 
 def test_docs_profile_reproduces_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,7 +240,8 @@ def test_docs_profile_reproduces_the_page(tmp_path: Path, capsys: pytest.Capture
     )
     out = tmp_path / "out"
     assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs") == 0
-    assert "--cert-principal-map=node.example.io:node,maxroach:root" in capsys.readouterr().out
+    # Not the page's `,maxroach:root`: it would let every maxroach certificate log in as root.
+    assert "--cert-principal-map=node.example.io:node\n" in capsys.readouterr().out
     ca = out / "certs" / "ca.crt"
     node = pkicheck.assert_node(
         out / "certs/node.crt",
@@ -195,6 +255,27 @@ def test_docs_profile_reproduces_the_page(tmp_path: Path, capsys: pytest.Capture
     pkicheck.assert_client(out / "certs/client.maxroach.crt", "maxroach", ca, secure=False, dns={"root"})
     pkicheck.assert_client(out / "certs/client.roach.crt", "roach", ca, secure=False)
     assert not list((out / "certs").glob("*.pem"))
+
+
+def test_docs_principal_map_lets_every_node_in_and_maps_no_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, CLUSTER_SPEC.replace('user = "root"', 'user = "first"'))  # first: not root
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--profile", "docs") == 0
+    maps = set(re.findall(r"--cert-principal-map=(\S+)", capsys.readouterr().out))
+    assert len(maps) == 1, "every node is started with the same map"
+    [printed] = maps
+    # Each entry maps a DNS name of a node's certificate to node: it grants no user anything.
+    assert printed == "node1.example.com:node,node2.example.com:node,node3.example.com:node"
+    for name in CLUSTER:
+        assert crdb("audit", out / "nodes" / name, "--format", "json", "--cert-principal-map", printed) == 0
+        codes = {f["code"] for f in json.loads(capsys.readouterr().out)["findings"]}
+        assert "node-principal" not in codes, f"{name}'s certificate would be refused by the other nodes"
+    # With the map, each client certificate is still its own user's (the page's `first:root` broke that).
+    assert crdb("audit", out / "certs", "--format", "json", "--cert-principal-map", printed) == 0
+    codes = {f["code"] for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert "client-principal" not in codes
 
 
 def test_runs_with_a_hostile_umask(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ DB Console certificates (node CA, own UI CA, imported), your own CA, PKCS#8 keys
 
 from __future__ import annotations
 
+import json
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -303,6 +304,23 @@ def test_your_own_ca_signs_and_its_key_stays_where_it_is(tmp_path: Path) -> None
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0, "a second run has nothing to do"
 
 
+def test_with_your_own_ca_no_advice_about_a_ca_key_that_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = OrgCA(tmp_path / "org")
+    spec = write_spec(
+        tmp_path,
+        '[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+        f'[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n',
+    )
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 0
+    printed = capsys.readouterr().out
+    assert "cockroach start-single-node" in printed
+    assert "my-safe-directory" not in printed and "CA key" not in printed
+    assert crdb("plan", "--config", spec) == 0
+    assert "the CA key" not in capsys.readouterr().out, "the plan makes no CA key either"
+
+
 def test_a_ca_that_may_not_sign_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     org = OrgCA(tmp_path / "org", key_cert_sign=False)
     spec = write_spec(
@@ -314,7 +332,7 @@ def test_a_ca_that_may_not_sign_is_refused(tmp_path: Path, capsys: pytest.Captur
     assert "keyCertSign" in capsys.readouterr().err
 
 
-def test_pkcs8_key_for_java_clients(tmp_path: Path) -> None:
+def test_pkcs8_key_for_java_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = write_spec(tmp_path, '[[clients]]\nuser = "maxroach"\npkcs8 = true\n[[clients]]\nuser = "root"\n')
     out = tmp_path / "out"
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
@@ -325,3 +343,7 @@ def test_pkcs8_key_for_java_clients(tmp_path: Path) -> None:
     assert der_key.private_numbers() == pem_key.private_numbers()  # type: ignore[union-attr]
     assert pkicheck.mode(pk8) == 0o400
     assert not (certs / "client.root.key.pk8").exists()
+    # A file `cockroach cert create-client --also-generate-pkcs8-key` writes too: the audit has no note on it.
+    capsys.readouterr()
+    assert crdb("audit", certs, "--format", "json") == 0
+    assert [f for f in json.loads(capsys.readouterr().out)["findings"] if f["file"] == pk8.name] == []

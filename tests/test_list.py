@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 
+from orchestrator import certlist, lifecycle
 from tests.conftest import crdb
 
 HEADERS = ["Usage", "Certificate File", "Key File", "Expires", "Days Left", "Notes", "Error"]
@@ -72,6 +73,19 @@ def test_json_rows_in_cockroachs_order_with_days_left(
         assert row["days_left"] == (expires - datetime.now(UTC)).days
         assert row["error"] is None
     assert [r["notes"] for r in rows] == ["num certs: 1", "user: maxroach", "user: root"]
+
+
+@pytest.mark.parametrize("sign", [1, -1], ids=["expired", "valid"])
+def test_list_and_check_count_the_days_left_alike(default_pki: Path, sign: int) -> None:
+    # `list` showed -36 days where `check` said "35 days ago": one count, toward zero, for both.
+    certs = default_pki / "certs"
+    expires = not_after(certs / "client.root.crt")
+    now = expires + sign * timedelta(days=35, hours=12)
+    [row] = [r for r in certlist.listing(certs, now).rows if r.certificate_file == "client.root.crt"]
+    found, _ = lifecycle.expiring(certs, timedelta(days=40), now)
+    [line] = [e.line(now) for e in found if e.where == "client.root.crt"]
+    assert row.days_left == -35 * sign
+    assert ("(35 days ago)" if sign > 0 else "(in 35 days)") in line
 
 
 def test_a_node_bundle_lists_its_addresses(cluster_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -113,5 +113,39 @@ def test_plan_for_an_existing_folder_lists_only_what_is_missing(
     default_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = plan_text(capsys, "--out", default_pki)
-    assert commands(text) == [("cd",), ("mkdir",)], "an up-to-date folder needs no key, request or signature"
+    # The folder itself (made if missing), then the directories in it.
+    assert commands(text) == [("mkdir",), ("cd",), ("mkdir",)], (
+        "an up-to-date folder needs no key, request or signature"
+    )
     assert f"cd {default_pki}" in text
+    assert "empty folder" not in text, "it adds to a folder that holds a PKI"
+
+
+def test_plan_out_makes_the_folder_it_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `plan --out newdir | bash`: the script makes newdir (and its parents) before it changes into it.
+    text = plan_text(capsys, "--out", "new/dir")
+    assert "empty folder" not in text
+    subprocess.run(["bash"], input=text, text=True, cwd=tmp_path, check=True, capture_output=True)
+    pkicheck.assert_ca(tmp_path / "new/dir/certs/ca.crt")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("plan",), ("renew", "--nodes", "node1", "--plan"), ("rotate-ca", "--plan")],
+    ids=lambda c: c[0],
+)
+def test_a_newline_in_out_cannot_put_a_command_into_the_printed_script(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    # `plan --out $'/x\ntouch /tmp/owned\n#' | bash` ran the touch: the path was pasted into a comment.
+    owned = tmp_path / "owned"
+    out = tmp_path / f"x\ntouch {owned}\n#"
+    if command[0] != "plan":
+        assert crdb("issue", "--out", out, "--quiet") == 0
+    capsys.readouterr()
+    assert crdb(command[0], "--out", out, *command[1:]) == 0
+    text = capsys.readouterr().out
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True)  # valid bash
+    subprocess.run(["bash"], input=text, text=True, cwd=tmp_path, check=True, capture_output=True)
+    assert not owned.exists(), "a command from --out ran"
+    pkicheck.assert_ca(out / "certs/ca.crt")  # the script worked in the folder it was printed for

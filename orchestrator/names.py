@@ -10,6 +10,7 @@ CERTS_DIR = "certs"  # the docs' certs directory
 SAFE_DIR = "my-safe-directory"  # CA keys, and nothing else
 NODES_DIR = "nodes"  # one complete certs directory per node
 REQUESTS_DIR = "requests"  # rendered request configs and CSRs
+REQUESTS_SHEET = "requests/REQUESTS.txt"  # `csr`: what each request needs, for the CA that signs them
 STATE_DIR = ".crdb-certs"  # lock file and staging area
 BACKUP_DIR = "backup"  # renew and rotate-ca keep what they replace in backup/<UTC time>/
 

@@ -33,6 +33,7 @@ from cryptography import x509
 from orchestrator import backups, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import RunError, UserError
+from orchestrator.imports import check_private
 from orchestrator.openssl import OpenSSL
 from orchestrator.plan import (
     Append,
@@ -175,16 +176,9 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
                 shutil.copy2(source, target)
             else:
                 if path.endswith(".key"):
-                    _check_private(source)
+                    check_private(source)
                 target.symlink_to(source.resolve())
         made.update(writes(step))
-
-
-def _check_private(key: Path) -> None:
-    """A key this run signs with must be its owner's alone (as certstrap re-checks a key's mode on read)."""
-    mode = stat.S_IMODE(key.stat().st_mode)
-    if mode & 0o077:
-        raise UserError(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
 
 
 # ---------------------------------------------------------------------------------------- running

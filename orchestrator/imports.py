@@ -62,9 +62,6 @@ def check_ca(cert_path: Path, key_path: Path) -> tuple[tuple[str, str], ...]:
     to a self-signed root (the CA first), so that ca.crt holds what OpenSSL and libpq clients need.
     Returns its subject."""
     cert = _cert("ca.cert", cert_path)
-    problem = _chain_problem(load_certs(cert_path))
-    if problem:
-        raise SpecError("ca.cert", str(cert_path), problem)
     _key_matches("ca.key", key_path, cert)
     _valid_now("ca.cert", cert_path, cert)
     if not is_ca(cert):
@@ -77,6 +74,9 @@ def check_ca(cert_path: Path, key_path: Path) -> tuple[tuple[str, str], ...]:
         usage = None
     if usage is not None and not usage.key_cert_sign:
         raise SpecError("ca.cert", str(cert_path), "may not sign certificates (keyUsage lacks keyCertSign)")
+    problem = _chain_problem(load_certs(cert_path))
+    if problem:
+        raise SpecError("ca.cert", str(cert_path), problem)
     return subject_of(cert)
 
 

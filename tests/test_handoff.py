@@ -12,6 +12,7 @@ from cryptography import x509
 
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
+from tests.orgca import openssl_chain
 from tests.peers import Party, handshake
 from tests.pkicheck import SERVER
 
@@ -312,3 +313,32 @@ def test_csr_says_what_each_request_needs(tmp_path: Path, capsys: pytest.Capture
     assert "subjectAltName:     (none)" in blocks["client.root.csr  ->  return as client.root.crt"]
     assert any(b.startswith("the CA certificate to trust  ->  return as ca.crt") for b in blocks)
     assert len(blocks) == 6, list(blocks)
+
+
+def test_import_wants_the_returned_ca_up_to_its_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An issuing (intermediate) CA signs; ca.crt must reach its self-signed root, or libpq and OpenSSL
+    clients of the imported folder fail "unable to get issuer certificate"."""
+    chain = openssl_chain(tmp_path / "chain")
+    issuing = tmp_path / "issuing"  # the issuing CA where org_sign looks for one
+    issuing.mkdir()
+    shutil.copy(chain.issuing, issuing / "ca.crt")
+    shutil.copy(chain.issuing_key, issuing / "ca.key")
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    returned = tmp_path / "returned"
+    sign_all(issuing, out, returned)  # ca.crt: the intermediate alone
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert crdb("import", returned, "--config", spec, "--out", out) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: import ca.crt: ") and "is not a self-signed root" in err, err
+    assert "\n" not in err and sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    shutil.copy(chain.bundle, returned / "ca.crt")
+    assert crdb("import", returned, "--config", spec, "--out", out) == 0
+    n1 = out / "nodes" / "n1"
+    assert (n1 / "ca.crt").read_bytes() == chain.bundle.read_bytes()
+    verify = ["openssl", "verify", "-CAfile", n1 / "ca.crt", n1 / "node.crt"]
+    assert subprocess.run(verify, capture_output=True, check=False).returncode == 0

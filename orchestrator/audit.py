@@ -26,7 +26,16 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator import certsdir, names, validate
-from orchestrator.certcheck import ekus_of, is_ca, parse_key, public_bytes, sans_of, signed_by
+from orchestrator.certcheck import (
+    ekus_of,
+    is_ca,
+    parse_key,
+    public_bytes,
+    sans_of,
+    signed_by,
+    subject_of,
+    unrooted,
+)
 from orchestrator.certsdir import CertFile, CertsDir, Usage
 from orchestrator.errors import ExitStatus, SpecError, UserError
 
@@ -70,6 +79,7 @@ CODES: dict[str, str] = {
     "eku": "extended key usage missing what the role needs",
     "san-missing": "a server certificate without DNS/IP subject alternative names",
     "ca-constraints": "a CA certificate that is not allowed to sign",
+    "ca-no-root": "a CA file whose chain does not end in a self-signed root (OpenSSL/libpq refuse it)",
     "leaf-is-ca": "a node, UI or client certificate that is a CA",
     "outlives-ca": "a certificate that expires after its CA",
     "expired": "a certificate past its end date",
@@ -387,6 +397,7 @@ class _Audit:
                 self.validity(cert.name, one, bundled=i > 0)
                 self.strength(cert.name, one)
                 self.ca_constraints(cert.name, one, i)
+            self.rooted(cert)
             return
         leaf = cert.leaf
         assert leaf is not None
@@ -490,6 +501,24 @@ class _Audit:
                 f"{which} has keyUsage without keyCertSign: it may not sign certificates",
                 "reissue the CA certificate with keyUsage including keyCertSign",
             )
+
+    def rooted(self, cert: CertFile) -> None:
+        """An intermediate CA alone in ca.crt: Go (CockroachDB) trusts it, but OpenSSL and libpq clients
+        given it as sslrootcert look for its issuer there and fail."""
+        missing = unrooted(cert.certs)
+        if not missing:
+            return
+        cn = ",".join(f"{k}={v}" for k, v in subject_of(cert.certs[missing[0]]))
+        self.add(
+            "error",
+            "ca-no-root",
+            cert.name,
+            f"holds an intermediate CA ({cn}) without its issuer, up to a self-signed root: clients using"
+            f" OpenSSL or libpq (sslrootcert={cert.name}) refuse it (unable to get issuer certificate),"
+            " though Go accepts it",
+            f"append its issuer's certificate to {cert.name}, and so on up to the self-signed root"
+            " (the intermediate first, the root last)",
+        )
 
     def eku(self, cert: CertFile, leaf: x509.Certificate) -> None:
         ekus = ekus_of(leaf)

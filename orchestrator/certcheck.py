@@ -34,6 +34,14 @@ class Expect:
     eku: tuple[str, ...] = ()
     is_ca: bool = False
     key_kind: str | None = None  # "RSA 2048", "EC P-256" (key_kind_of); None: not checked
+    # The extended key usages the certificate's role needs, where the profile writes more (the docs'
+    # ca.cnf gives node.crt clientAuth even in the split layouts, where node.crt only serves): what `csr`
+    # asks an outside CA for and `import` demands. None: `eku`.
+    role_eku: tuple[str, ...] | None = None
+
+    @property
+    def needed_eku(self) -> tuple[str, ...]:
+        return self.eku if self.role_eku is None else self.role_eku
 
 
 def load_certs(path: Path) -> list[x509.Certificate]:
@@ -108,6 +116,33 @@ def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     except (InvalidSignature, ValueError, TypeError):  # wrong signature, issuer name or key type
         return False
     return True
+
+
+def chain_break(certs: list[x509.Certificate]) -> int | None:
+    """Where a CA file given as a chain (the CA first, then each issuer, the self-signed root last) stops
+    being one: the index of the first certificate not signed by the next, or of a last one that is not
+    self-signed. None for a whole chain."""
+    for i, cert in enumerate(certs):
+        if not signed_by(cert, certs[i + 1] if i + 1 < len(certs) else cert):
+            return i
+    return None
+
+
+def unrooted(certs: list[x509.Certificate]) -> list[int]:
+    """The certificates of a CA file (in any order; a rotation bundle holds two roots) whose issuers,
+    followed inside the file, never reach a self-signed root: OpenSSL and libpq clients refuse them as
+    trust anchors ("unable to get issuer certificate"), though Go accepts them."""
+    found = []
+    for i, cert in enumerate(certs):
+        current, seen = cert, {i}
+        while not signed_by(current, current):
+            parent = next((j for j, c in enumerate(certs) if j not in seen and signed_by(current, c)), None)
+            if parent is None:
+                found.append(i)
+                break
+            seen.add(parent)
+            current = certs[parent]
+    return found
 
 
 def problems(expect: Expect, root: Path, now: datetime | None = None) -> list[str]:

@@ -275,6 +275,7 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
             click.echo(f"  {out / request}  ->  {Path(request).stem}.crt")
     for ca in plan.signers(the_spec).all:
         click.echo(f"  (the CA certificate to trust)  ->  {ca.name}.crt")
+    click.echo(f"What each certificate must contain (SANs, usages, CA:FALSE): {out / names.REQUESTS_SHEET}")
     click.echo(
         "Then: crdb-certs import <that folder>" + (f" --config {config}" if config else "") + f" --out {out}"
     )

@@ -26,6 +26,17 @@ class SpecError(UserError):
         super().__init__(f"{field}: {_show(value)} {reason}")
 
 
+class Findings(UserError):
+    """Problems in files the user gave, all of them (`import` of what an outside CA returned): printed one
+    line each."""
+
+    status = ExitStatus.FINDINGS
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\nerror: ".join(lines))
+
+
 class RunError(UserError):
     """A step of the plan failed; says which command and what openssl said."""
 

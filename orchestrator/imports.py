@@ -4,6 +4,7 @@ the spec is loaded: nothing is installed or signed with them unless every check 
 from __future__ import annotations
 
 import ipaddress
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from orchestrator.certcheck import (
+    Expect,
+    chain_break,
     ekus_of,
     is_ca,
     load_cert,
@@ -21,7 +24,7 @@ from orchestrator.certcheck import (
     signed_by,
     subject_of,
 )
-from orchestrator.errors import SpecError
+from orchestrator.errors import Findings, SpecError, UserError
 
 if TYPE_CHECKING:
     from orchestrator.plan import Plan
@@ -43,8 +46,21 @@ def check_ui(ui: UI) -> None:
             raise SpecError("ui.cert", str(ui.cert), f"has no SAN for {host} (listed in ui.hosts)")
 
 
+def check_private(key: Path, field: str | None = None) -> None:
+    """A key crdb-certs signs with must be its owner's alone (as certstrap re-checks a key's mode on read):
+    one that others can read may be theirs already. `field`: the spec key that names it."""
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if not mode & 0o077:
+        return
+    if field:
+        raise SpecError(field, str(key), f"is readable by others (mode {mode:04o}); chmod 400 it")
+    raise UserError(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
+
+
 def check_ca(cert_path: Path, key_path: Path) -> tuple[tuple[str, str], ...]:
-    """A CA to sign with: the key matches, CA:TRUE, keyCertSign, valid now. Returns its subject."""
+    """A CA to sign with: the key matches, CA:TRUE, keyCertSign, valid now, and the file is the chain up
+    to a self-signed root (the CA first), so that ca.crt holds what OpenSSL and libpq clients need.
+    Returns its subject."""
     cert = _cert("ca.cert", cert_path)
     _key_matches("ca.key", key_path, cert)
     _valid_now("ca.cert", cert_path, cert)
@@ -58,7 +74,30 @@ def check_ca(cert_path: Path, key_path: Path) -> tuple[tuple[str, str], ...]:
         usage = None
     if usage is not None and not usage.key_cert_sign:
         raise SpecError("ca.cert", str(cert_path), "may not sign certificates (keyUsage lacks keyCertSign)")
+    problem = _chain_problem(load_certs(cert_path))
+    if problem:
+        raise SpecError("ca.cert", str(cert_path), problem)
     return subject_of(cert)
+
+
+def _chain_problem(certs: list[x509.Certificate]) -> str | None:
+    """Why a CA file is not the chain from its CA up to a self-signed root (None when it is): libpq and
+    OpenSSL clients given an intermediate alone (sslrootcert=ca.crt) fail "unable to get issuer
+    certificate", while Go, and so CockroachDB itself, accept it."""
+    broken = chain_break(certs)
+    if broken is None:
+        not_ca = [i for i, c in enumerate(certs) if not is_ca(c)]
+        return f"holds certificate #{not_ca[0]}, which is not a CA" if not_ca else None
+    cn = dict(subject_of(certs[broken])).get("CN", "?")
+    if broken == len(certs) - 1:
+        return (
+            f"ends in {cn}, which is not a self-signed root: append its issuer's certificate, and so on up to"
+            " the root (OpenSSL and libpq clients refuse a ca.crt without its root)"
+        )
+    return (
+        f"is not one chain: certificate #{broken} ({cn}) is not signed by the next one; give the CA first,"
+        " then each issuer, the self-signed root last"
+    )
 
 
 def _cert(field: str, path: Path) -> x509.Certificate:
@@ -103,54 +142,101 @@ def _covered(host: str, dns: list[str], ips: list[str]) -> bool:
 def check_returned(full: Plan, returned: Path, out: Path) -> dict[str, str]:
     """The certificates an outside CA signed for `crdb-certs csr`'s requests, in folder `returned`:
     <request name>.crt for each request, and the CA certificate(s) as ca.crt (ca-client.crt, ca-ui.crt).
-    Each must answer its request (same key), chain to its CA, name the right principal and cover the
-    right hosts with the right usages. Returns CA name / task id -> file for plan.build_import."""
+    Each must answer its request (same key), chain to its CA, name the right principal, cover the right
+    hosts with the right usages, and be a leaf: all read from the plan's expectations, as the sheet
+    `csr` writes (plan.requests_sheet). Every problem is found before any is reported (Findings).
+    Returns CA name / task id -> file for plan.build_import."""
     found: dict[str, str] = {}
     cas: dict[str, list[x509.Certificate]] = {}
+    problems: list[str] = []
     from orchestrator.plan import request_of, signers  # plan imports spec, which imports this module
 
     for ca in signers(full.spec).all:
         path = returned / f"{ca.name}.crt"
         if not path.is_file():
-            raise SpecError("import", str(returned), f"has no {ca.name}.crt (the CA certificate to trust)")
+            problems.append(_line("import", returned, f"has no {ca.name}.crt (the CA certificate to trust)"))
+            continue
         try:
             cas[ca.cert] = load_certs(path)
         except ValueError:
-            raise SpecError("import", str(path), "is not a PEM certificate") from None
+            problems.append(_line(f"import {ca.name}.crt", path, "is not a PEM certificate"))
+            continue
+        chain = _chain_problem(cas[ca.cert])
+        if chain:
+            problems.append(_line(f"import {ca.name}.crt", path, chain))
         found[ca.name] = str(path)
     for task in full.tasks:
         expect = task.expect
         if expect is None or task.signer is None:
             continue
         csr_path = out / request_of(task)
-        path = returned / (Path(csr_path).stem + ".crt")
-        field = f"import {path.name}"
-        if not path.is_file():
-            raise SpecError(
-                "import", str(returned), f"has no {path.name} (the certificate for {csr_path.name})"
-            )
-        cert = _cert(field, path)
         try:
             request = x509.load_pem_x509_csr(csr_path.read_bytes())
         except (OSError, ValueError):
             raise SpecError(
-                field, str(csr_path), "is missing or not a CSR: run `crdb-certs csr` first"
+                "import", str(csr_path), "is missing or not a CSR: run `crdb-certs csr` first"
             ) from None
-        if public_bytes(request) != public_bytes(cert):
-            raise SpecError(field, str(path), f"does not answer {csr_path.name} (another key)")
-        _valid_now(field, path, cert)
-        if not any(signed_by(cert, ca) for ca in cas[expect.issuer or ""]):
-            raise SpecError(field, str(path), f"is not signed by {Path(expect.issuer or '').name}")
-        cn = dict(subject_of(cert)).get("CN")
-        want_cn = dict(expect.subject).get("CN")
-        if want_cn and cn != want_cn:
-            raise SpecError(field, str(path), f"has CN={cn}, CockroachDB needs CN={want_cn}")
-        dns, ips = sans_of(cert)
-        for host in (*expect.dns, *expect.ips):
-            if not _covered(host, dns, ips):
-                raise SpecError(field, str(path), f"has no SAN for {host}")
-        missing = set(expect.eku) - set(ekus_of(cert))
-        if missing:
-            raise SpecError(field, str(path), "lacks extended key usage " + ", ".join(sorted(missing)))
+        path = returned / (csr_path.stem + ".crt")
+        if not path.is_file():
+            what = f"has no {path.name} (the certificate for {csr_path.name})"
+            problems.append(_line("import", returned, what))
+            continue
+        try:
+            cert = load_cert(path)
+        except (OSError, ValueError):
+            problems.append(_line(f"import {path.name}", path, "is not a PEM certificate"))
+            continue
+        try:
+            wrong = _leaf_problems(cert, request, csr_path.name, expect, cas.get(expect.issuer or ""))
+        except (ValueError, x509.DuplicateExtension) as e:
+            wrong = [f"has extensions that cannot be read ({e})"]
+        problems += [_line(f"import {path.name}", path, reason) for reason in wrong]
         found[task.id] = str(path)
+    if problems:
+        raise Findings(problems)
+    return found
+
+
+def _line(field: str, path: Path, reason: str) -> str:
+    return str(SpecError(field, str(path), reason))
+
+
+def _leaf_problems(
+    cert: x509.Certificate,
+    request: x509.CertificateSigningRequest,
+    request_name: str,
+    expect: Expect,
+    cas: list[x509.Certificate] | None,
+) -> list[str]:
+    """Every way a returned certificate differs from what its request needs (expect)."""
+    if public_bytes(request) != public_bytes(cert):
+        return [f"does not answer {request_name} (another key)"]  # another request's: nothing more to say
+    found = []
+    now = datetime.now(UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        found.append(
+            f"is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to"
+            f" {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
+        )
+    if cas is not None and not any(signed_by(cert, ca) for ca in cas):
+        found.append(f"is not signed by {Path(expect.issuer or '').name}")
+    cn, want_cn = dict(subject_of(cert)).get("CN"), dict(expect.subject).get("CN")
+    if want_cn and cn != want_cn:
+        found.append(f"has CN={cn}, CockroachDB needs CN={want_cn}")
+    dns, ips = sans_of(cert)
+    found += [f"has no SAN for {host}" for host in (*expect.dns, *expect.ips) if not _covered(host, dns, ips)]
+    missing = set(expect.needed_eku) - set(ekus_of(cert))
+    if missing:
+        found.append("lacks extended key usage " + ", ".join(sorted(missing)))
+    # A leaf that may sign certificates hands whoever holds its key (every node) a CA.
+    if is_ca(cert):
+        found.append("is a CA certificate (basicConstraints CA:TRUE); a node or client certificate is not")
+    try:
+        usage: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None  # no keyUsage: any use, as RFC 5280 and Go read it
+    if usage is not None and (usage.key_cert_sign or usage.crl_sign):
+        found.append("has keyUsage keyCertSign or cRLSign: a leaf must not sign certificates or CRLs")
+    if usage is not None and not usage.digital_signature:
+        found.append("lacks keyUsage digitalSignature, which a TLS handshake needs")
     return found

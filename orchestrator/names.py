@@ -10,6 +10,7 @@ CERTS_DIR = "certs"  # the docs' certs directory
 SAFE_DIR = "my-safe-directory"  # CA keys, and nothing else
 NODES_DIR = "nodes"  # one complete certs directory per node
 REQUESTS_DIR = "requests"  # rendered request configs and CSRs
+REQUESTS_SHEET = "requests/REQUESTS.txt"  # `csr`: what each request needs, for the CA that signs them
 STATE_DIR = ".crdb-certs"  # lock file and staging area
 BACKUP_DIR = "backup"  # every run keeps the keys and certificates it replaces in backup/<UTC time>/
 RECORD = "crdb-certs.toml"  # the spec the folder was made from and whose CA signs it (record.py)

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 
 from orchestrator import names, record
 from orchestrator.certcheck import Expect
@@ -337,8 +338,44 @@ def build_requests(spec: Spec, state: State) -> Plan:
             continue
         steps = tuple(s for s in task.steps if not isinstance(s, Verify) and not _is_signing(s))
         tasks.append(Task(task.id, task.title, steps))
+    sheet = Write(names.REQUESTS_SHEET, requests_sheet(full))
+    tasks.append(Task("requests-sheet", f"what each request needs ({names.REQUESTS_SHEET})", (sheet,)))
     tasks.append(_record_task(spec, Provenance.SIGNED_ELSEWHERE))
     return Plan(spec, tuple(tasks), {})
+
+
+def requests_sheet(full: Plan) -> str:
+    """What the outside CA must put into each certificate, read from the expectations `import` checks
+    the returned certificates against (imports.check_returned): one source for asking and checking."""
+    lines = [
+        "# What each certificate signing request in this folder needs (made by `crdb-certs csr`).",
+        "# Return each certificate under the name shown, in one folder with the CA certificate(s), then run",
+        "# `crdb-certs import <that folder>`: it checks every line below before it installs anything.",
+    ]
+    key_usage = "digitalSignature" + (", keyEncipherment" if full.spec.key_type == "rsa" else "")
+    for task in full.tasks:
+        expect = task.expect
+        if expect is None or task.signer is None:
+            continue
+        csr = PurePosixPath(request_of(task))
+        dns, ips = ", ".join(f"DNS:{d}" for d in expect.dns), ", ".join(f"IP:{ip}" for ip in expect.ips)
+        lines += [
+            "",
+            f"{csr.name}  ->  return as {csr.stem}.crt",
+            f"  signed by:          the CA returned as {PurePosixPath(expect.issuer or '').name}",
+            "  subject:            " + ", ".join(f"{k}={v}" for k, v in expect.subject),
+            "  subjectAltName:     " + (", ".join(n for n in (dns, ips) if n) or "(none)"),
+            "  basicConstraints:   critical, CA:FALSE",
+            f"  keyUsage:           critical, {key_usage} (never keyCertSign or cRLSign)",
+            "  extendedKeyUsage:   " + ", ".join(expect.needed_eku),
+        ]
+    for ca in signers(full.spec).all:
+        lines += [
+            "",
+            f"the CA certificate to trust  ->  return as {ca.name}.crt (that CA first, then each issuer up",
+            "  to the self-signed root: OpenSSL and libpq clients need the root)",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def build_import(spec: Spec, returned: dict[str, str]) -> Plan:
@@ -533,7 +570,9 @@ def _node_task(
     key, cert = f"{where}/{names.NODE_KEY}", f"{where}/{names.NODE_CERT}"
     cnf, csr = f"{names.REQUESTS_DIR}/node.{name}.cnf", f"{names.REQUESTS_DIR}/node.{name}.csr"
     # In the split layouts node.crt only serves; client.node.crt is what a node presents when it dials.
-    eku = ("serverAuth",) if spec.layout != "standard" and profile.extfile else ("serverAuth", "clientAuth")
+    # The docs' profiles sign with the docs' ca.cnf, which writes both usages whatever the layout.
+    needed = ("serverAuth",) if spec.layout != "standard" else ("serverAuth", "clientAuth")
+    eku = needed if profile.extfile else ("serverAuth", "clientAuth")
     dns, ips = split_hosts(hosts)
     cnf_text = render(
         "node.cnf.j2",
@@ -553,6 +592,7 @@ def _node_task(
         dns=dns,
         ips=ips,
         eku=eku,
+        role_eku=needed,
         key_kind=_key_kind(spec),
     )
     steps = (
@@ -638,13 +678,13 @@ def _ui_task(
     cnf, csr = f"{names.REQUESTS_DIR}/ui.cnf", f"{names.REQUESTS_DIR}/ui.csr"
     dns, ips = split_hosts(ui.hosts)
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
-    # host, serverAuth only), with the extensions from our own section.
-    cnf_text = render("ui.cnf.j2", common_name=ui.hosts[0], sans=_sans(dns, ips))
+    # host that fits in a CN, serverAuth only), with the extensions from our own section.
+    cnf_text = render("ui.cnf.j2", common_name=ui.common_name, sans=_sans(dns, ips))
     expect = Expect(
         cert=cert,
         key=key,
         issuer=ca.cert,
-        subject=(("O", "Cockroach"), ("CN", ui.hosts[0])),
+        subject=(("O", "Cockroach"), ("CN", ui.common_name)),
         dns=dns,
         ips=ips,
         eku=("serverAuth",),

@@ -33,6 +33,7 @@ from cryptography import x509
 from orchestrator import backups, changes, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import RunError, UserError
+from orchestrator.imports import check_private
 from orchestrator.openssl import OpenSSL
 from orchestrator.plan import (
     Append,
@@ -133,7 +134,7 @@ def refuse(todo: Plan, out: Path) -> None:
     _refuse_to_replace_a_ca(todo, out)
     for path in _inputs(todo):
         if path.endswith(".key") and (out / path).is_file():
-            _check_private(out / path)
+            check_private(out / path)
 
 
 def _inputs(todo: Plan) -> Iterator[str]:
@@ -201,13 +202,6 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
             else:  # refuse() has checked that a key read here is private
                 target.symlink_to(source.resolve())
         made.update(writes(step))
-
-
-def _check_private(key: Path) -> None:
-    """A key this run signs with must be its owner's alone (as certstrap re-checks a key's mode on read)."""
-    mode = stat.S_IMODE(key.stat().st_mode)
-    if mode & 0o077:
-        raise UserError(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
 
 
 # ---------------------------------------------------------------------------------------- running

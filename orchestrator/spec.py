@@ -32,6 +32,7 @@ class Client:
 
 
 UI_ISSUERS = ("node-ca", "ui-ca", "import")
+MAX_CN = 64  # ub-common-name (RFC 5280); user names are shorter (validate.user: at most 63 bytes)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class UI:
     issuer: str = "node-ca"  # node-ca: signed by ca.crt; ui-ca: by a CA of its own (ca-ui.crt); import
     cert: Path | None = None  # import: a certificate from a public or organizational CA …
     key: Path | None = None  # … and its key; checked (imports.py), then installed with the right modes
+
+    @property
+    def common_name(self) -> str:
+        """The CN of a UI certificate crdb-certs makes: the first host that fits in a CN (RFC 5280: at most
+        64 characters; openssl refuses a longer one). Browsers read only the SANs."""
+        return next(h for h in self.hosts if len(h) <= MAX_CN)
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,10 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         )
     if ca is not None and layout == "split-ca":
         raise SpecError(
-            "ca", "", "cannot be combined with layout split-ca: give the client CA by CSR hand-off"
+            "layout",
+            layout,
+            "cannot be combined with [ca], which gives one CA where split-ca needs two: use layout"
+            ' "split-node", or have your CA sign both by `crdb-certs csr` and `crdb-certs import`',
         )
     return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days)
 
@@ -170,6 +180,13 @@ def _ui(raw: object, base: Path) -> UI:
     _no_unknown_keys("ui", raw, {"hosts", "issuer", "cert", "key"})
     hosts = _hosts("ui.hosts", raw.get("hosts"))
     issuer = validate.choice("ui.issuer", raw.get("issuer", "node-ca"), UI_ISSUERS)
+    if issuer != "import" and all(len(h) > MAX_CN for h in hosts):
+        raise SpecError(
+            "ui.hosts[0]",
+            hosts[0],
+            f"is longer than {MAX_CN} characters, the limit of the certificate's CN, and so is every other"
+            " ui.hosts entry: list a shorter name or an IP address too",
+        )
     if issuer != "import":
         for key in ("cert", "key"):
             if key in raw:
@@ -185,6 +202,7 @@ def _external_ca(raw: object, base: Path) -> ExternalCA:
         raise SpecError("ca", raw, "is not a table")
     _no_unknown_keys("ca", raw, {"cert", "key"})
     cert, key = _file("ca.cert", raw.get("cert"), base), _file("ca.key", raw.get("key"), base)
+    imports.check_private(key, "ca.key")
     return ExternalCA(cert, key, imports.check_ca(cert, key))
 
 

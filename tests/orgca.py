@@ -1,9 +1,12 @@
 """A stand-in for a public or organizational CA, built with `cryptography` (not with openssl and not with
-crdb-certs), to make certificates that crdb-certs must import or refuse."""
+crdb-certs), to make certificates that crdb-certs must import or refuse; and an organization's root and
+issuing (intermediate) CA made with plain openssl commands, as its own team would make them."""
 
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,3 +107,45 @@ class OrgCA:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, key_path)
         return cert_path, key_path
+
+
+@dataclass(frozen=True)
+class Chain:
+    root: Path  # the self-signed root
+    issuing: Path  # the intermediate CA alone
+    issuing_key: Path
+    bundle: Path  # the intermediate first, then the root: what ca.crt must hold
+
+
+_INTERMEDIATE_EXT = """\
+[ intermediate ]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def openssl_chain(folder: Path) -> Chain:
+    """Root -> issuing CA, with plain openssl (EC P-256 keys: quick to make)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    root, root_key = folder / "root.crt", folder / "root.key"
+    issuing, issuing_key, csr = folder / "issuing.crt", folder / "issuing.key", folder / "issuing.csr"
+    openssl("req", "-x509", *ec, "-keyout", root_key, "-out", root, "-days", "3650",
+            "-subj", "/O=Example Org/CN=Example Org Root CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    openssl("req", "-new", *ec, "-keyout", issuing_key, "-out", csr,
+            "-subj", "/O=Example Org/CN=Example Org Issuing CA")  # fmt: skip
+    (folder / "ext.cnf").write_text(_INTERMEDIATE_EXT)
+    openssl("x509", "-req", "-in", csr, "-CA", root, "-CAkey", root_key, "-set_serial", "2", "-days", "1830",
+            "-extfile", folder / "ext.cnf", "-extensions", "intermediate", "-out", issuing)  # fmt: skip
+    for key in (root_key, issuing_key):
+        key.chmod(0o400)
+    bundle = folder / "issuing-chain.crt"
+    bundle.write_bytes(issuing.read_bytes() + root.read_bytes())
+    return Chain(root, issuing, issuing_key, bundle)

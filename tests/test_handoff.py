@@ -12,6 +12,7 @@ from cryptography import x509
 
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
+from tests.orgca import openssl_chain
 from tests.peers import Party, handshake
 from tests.pkicheck import SERVER
 
@@ -47,6 +48,14 @@ extendedKeyUsage = serverAuth
 [ client ]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+[ client-ca ]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,digitalSignature,keyCertSign,cRLSign
+extendedKeyUsage = clientAuth
+[ client-no-signature ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,keyEncipherment
 extendedKeyUsage = clientAuth
 """
 
@@ -196,6 +205,7 @@ def test_csr_then_import_round_trip(tmp_path: Path, org: Path, capsys: pytest.Ca
         ("other-key", "does not answer client.root.csr"),
         ("wrong-usage", "lacks extended key usage clientAuth"),
         ("unrelated-ca", "is not signed by ca.crt"),
+        ("no-digital-signature", "lacks keyUsage digitalSignature"),
     ],
 )
 def test_import_refuses_what_does_not_fit(
@@ -222,12 +232,114 @@ def test_import_refuses_what_does_not_fit(
         shutil.copy(returned / "node.n1.crt", target)
     elif damage == "wrong-usage":
         org_sign(org, out / "requests" / "client.root.csr", target, "server")
+    elif damage == "no-digital-signature":
+        org_sign(org, out / "requests" / "client.root.csr", target, "client-no-signature")
     else:
         other = make_org_ca(tmp_path / "other")
         org_sign(other, out / "requests" / "client.root.csr", target, "client")
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     capsys.readouterr()
-    assert crdb("import", returned, "--config", spec, "--out", out) == 2
+    assert crdb("import", returned, "--config", spec, "--out", out) == 1, "bad content: exit 1 (2 is usage)"
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before, "a refused import changed files"
+
+
+def test_import_lists_every_problem_at_once_and_refuses_a_leaf_that_is_a_ca(
+    tmp_path: Path, org: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    returned = tmp_path / "returned"
+    sign_all(org, out, returned)
+    # A leaf that may sign certificates: every node holding its key would hold a CA.
+    org_sign(org, out / "requests" / "client.root.csr", returned / "client.root.crt", "client-ca")
+    (returned / "node.n2.crt").unlink()
+    org_sign(org, out / "requests" / "client-node.n1.csr", returned / "client-node.n1.crt", "server")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert crdb("import", returned, "--config", spec, "--out", out) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("error: import") for line in lines), lines
+    assert len(lines) == 4, lines
+    assert any("client.root.crt" in line and "CA:TRUE" in line for line in lines), lines
+    assert any("client.root.crt" in line and "keyCertSign" in line for line in lines), lines
+    assert any("has no node.n2.crt" in line for line in lines), lines
+    assert any("client-node.n1.crt" in ln and "lacks extended key usage clientAuth" in ln for ln in lines)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before, "a refused import changed files"
+
+
+@pytest.mark.parametrize(("profile", "layout"), [("docs", "split-node"), ("docs-v19", "split-ca")])
+def test_docs_profiles_split_layouts_import_a_node_crt_that_only_serves(
+    tmp_path: Path, org: Path, capsys: pytest.CaptureFixture[str], profile: str, layout: str
+) -> None:
+    """In the split layouts node.crt only serves (client.node.crt dials): import asks what issue's plan
+    asks of the role, whatever the profile's own ca.cnf would also write."""
+    spec = write_spec(tmp_path, f'profile = "{profile}"\n' + SPEC.replace("split-node", layout))
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    returned = tmp_path / "returned"
+    sign_all(org, out, returned)  # node.*: serverAuth only
+    if layout == "split-ca":  # the same organization's CA signs the client certificates too
+        shutil.copy(org / "ca.crt", returned / "ca-client.crt")
+    capsys.readouterr()
+    assert crdb("import", returned, "--config", spec, "--out", out) == 0, capsys.readouterr().err
+    n1 = out / "nodes" / "n1"
+    assert (
+        handshake(
+            Party(n1 / "node.crt", n1 / "node.key", n1 / "ca.crt"),
+            Party(n1 / "client.node.crt", n1 / "client.node.key", n1 / "ca.crt"),
+            "n1.example.com",
+        )
+        == "node"
+    )
+
+
+def test_csr_says_what_each_request_needs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    sheet = out / "requests" / "REQUESTS.txt"
+    assert str(sheet) in capsys.readouterr().out
+    blocks = {b.split("\n", 1)[0]: b for b in sheet.read_text().split("\n\n")[1:]}
+    node = blocks["node.n1.csr  ->  return as node.n1.crt"]
+    assert "DNS:n1.example.com, DNS:localhost, IP:127.0.0.1" in node
+    assert "CN=node" in node and "CA:FALSE" in node and "never keyCertSign" in node
+    assert node.splitlines()[-1].split(":", 1)[1].strip() == "serverAuth", "split-node: node.crt only serves"
+    client_node = blocks["client-node.n2.csr  ->  return as client-node.n2.crt"]
+    assert "CN=node" in client_node and client_node.splitlines()[-1].endswith("clientAuth")
+    assert "subjectAltName:     (none)" in blocks["client.root.csr  ->  return as client.root.crt"]
+    assert any(b.startswith("the CA certificate to trust  ->  return as ca.crt") for b in blocks)
+    assert len(blocks) == 6, list(blocks)
+
+
+def test_import_wants_the_returned_ca_up_to_its_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An issuing (intermediate) CA signs; ca.crt must reach its self-signed root, or libpq and OpenSSL
+    clients of the imported folder fail "unable to get issuer certificate"."""
+    chain = openssl_chain(tmp_path / "chain")
+    issuing = tmp_path / "issuing"  # the issuing CA where org_sign looks for one
+    issuing.mkdir()
+    shutil.copy(chain.issuing, issuing / "ca.crt")
+    shutil.copy(chain.issuing_key, issuing / "ca.key")
+    spec = write_spec(tmp_path, SPEC)
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    returned = tmp_path / "returned"
+    sign_all(issuing, out, returned)  # ca.crt: the intermediate alone
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert crdb("import", returned, "--config", spec, "--out", out) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: import ca.crt: ") and "is not a self-signed root" in err, err
+    assert "\n" not in err and sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    shutil.copy(chain.bundle, returned / "ca.crt")
+    assert crdb("import", returned, "--config", spec, "--out", out) == 0
+    n1 = out / "nodes" / "n1"
+    assert (n1 / "ca.crt").read_bytes() == chain.bundle.read_bytes()
+    verify = ["openssl", "verify", "-CAfile", n1 / "ca.crt", n1 / "node.crt"]
+    assert subprocess.run(verify, capture_output=True, check=False).returncode == 0

@@ -326,14 +326,30 @@ def _accepted(
         pkicheck.assert_client(cert, user, out / "certs/ca.crt", secure=True)
     elif field == "ui.hosts[0]":
         assert the_spec.ui is not None
-        # Same rule as a node's hosts (the UI certificate itself is the layouts' work, issue 3).
-        assert the_spec.ui.hosts == (validate.host("x", value),)
+        # Same rule as a node's hosts; the host is also the CN, so openssl must take it there too.
+        canonical = validate.host("x", value)
+        assert the_spec.ui.hosts == (canonical,)
+        ui = pkicheck.read(_sign_one(the_spec, base, keys, "ui", work) / "certs/ui.crt")
+        assert (ui.dns | ui.ips) == {canonical} and ui.cn == [canonical]
     elif field in ("profile", "layout"):
         assert value in (spec.PROFILES if field == "profile" else spec.LAYOUTS)
         assert getattr(the_spec, field) == value
     else:
         assert type(value) is int
         assert getattr(the_spec, field) == value
+
+
+def test_a_ui_host_too_long_for_a_cn_is_a_san_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], premade_keys: dict[str, Path], ca_folder: Path
+) -> None:
+    """A CN holds at most 64 characters, a DNS name up to 253: the first host that fits is the CN."""
+    long = ".".join(["b" * 63] * 3 + ["b" * 61])
+    data = {"clients": [{"user": "root"}], "ui": {"hosts": [long, "console.example.com"]}}
+    the_spec = spec.parse(data)
+    ui = pkicheck.read(_sign_one(the_spec, ca_folder, premade_keys, "ui", tmp_path / "out") / "certs/ui.crt")
+    assert ui.cn == ["console.example.com"] and ui.dns == {long, "console.example.com"}
+    data["ui"]["hosts"] = [long, "a" * 63 + ".example.com"]  # type: ignore[index]
+    _refusal("ui.hosts[0]", long, data, tmp_path / "refused", capsys)
 
 
 def test_cli_profile_option_refuses_hostile_values(

@@ -4,6 +4,7 @@ DB Console certificates (node CA, own UI CA, imported), your own CA, PKCS#8 keys
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -15,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
-from tests.orgca import OrgCA
-from tests.peers import Party, PostgresServer, handshake
+from tests.orgca import OrgCA, openssl_chain
+from tests.peers import Party, PostgresServer, handshake, postgres_logins
 from tests.pkicheck import CLIENT, SERVER
 
 LAYOUTS = ["standard", "split-node", "split-ca"]
@@ -330,6 +331,95 @@ def test_a_ca_that_may_not_sign_is_refused(tmp_path: Path, capsys: pytest.Captur
     )
     assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 2
     assert "keyCertSign" in capsys.readouterr().err
+
+
+def own_ca_spec(folder: Path, cert: Path, key: Path, layout: str = "standard") -> Path:
+    return write_spec(
+        folder,
+        f'layout = "{layout}"\n[[nodes]]\nname = "n1"\nhosts = ["localhost", "127.0.0.1"]\n'
+        f'[[clients]]\nuser = "root"\n[ca]\ncert = "{cert}"\nkey = "{key}"\n',
+    )
+
+
+def openssl_verify(ca_file: Path, cert: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["openssl", "verify", "-CAfile", ca_file, cert], capture_output=True, text=True, check=False
+    )
+
+
+def test_your_own_intermediate_ca_installs_its_chain_up_to_the_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ca.crt must hold the issuing CA and its root (intermediate first): libpq and OpenSSL clients given
+    the intermediate alone (sslrootcert=ca.crt) fail "unable to get issuer certificate"; Go does not."""
+    chain = openssl_chain(tmp_path / "org")
+    out = tmp_path / "out"
+    spec = own_ca_spec(tmp_path, chain.bundle, chain.issuing_key)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    certs, n1 = out / "certs", out / "nodes" / "n1"
+    for folder in (certs, n1):
+        assert (folder / "ca.crt").read_bytes() == chain.bundle.read_bytes()
+        assert openssl_verify(folder / "ca.crt", folder / "node.crt").returncode == 0
+    assert openssl_verify(certs / "ca.crt", certs / "client.root.crt").returncode == 0
+    assert handshake(listener(n1), sql_client(certs, "root")) == "root"
+    assert postgres_logins(certs, ["root"]) == ["root"]  # libpq, sslrootcert=certs/ca.crt
+    assert crdb("audit", n1) == 0
+    # The intermediate alone, as before: the peers refuse it, and the audit says so.
+    shutil.copy(chain.issuing, n1 / "ca.crt")
+    refused = openssl_verify(n1 / "ca.crt", n1 / "node.crt")
+    assert refused.returncode != 0 and "unable to get issuer certificate" in refused.stdout + refused.stderr
+    with pytest.raises(ssl.SSLError):
+        handshake(listener(n1), Party(certs / "client.root.crt", certs / "client.root.key", n1 / "ca.crt"))
+    capsys.readouterr()
+    assert crdb("audit", n1) == 1
+    said = capsys.readouterr().out
+    assert "holds an intermediate CA (O=Example Org,CN=Example Org Issuing CA) without its issuer" in said
+    assert "unable to get issuer certificate" in said, said
+
+
+@pytest.mark.parametrize(
+    ("bundle", "message"), [("alone", "is not a self-signed root"), ("unlinked", "is not one chain")]
+)
+def test_your_own_intermediate_ca_without_its_root_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bundle: str, message: str
+) -> None:
+    chain = openssl_chain(tmp_path / "org")
+    cert = chain.issuing
+    if bundle == "unlinked":  # the intermediate, then a root that did not sign it
+        cert = tmp_path / "unlinked.crt"
+        cert.write_bytes(chain.issuing.read_bytes() + OrgCA(tmp_path / "other").cert_path.read_bytes())
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert crdb("issue", "--config", own_ca_spec(tmp_path, cert, chain.issuing_key), "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f'error: ca.cert: "{cert}" ') and message in err and "\n" not in err, err
+    assert not out.exists()
+
+
+def test_your_own_ca_key_that_others_can_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = OrgCA(tmp_path / "org")
+    org.key_path.chmod(0o644)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert crdb("issue", "--config", own_ca_spec(tmp_path, org.cert_path, org.key_path), "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f'error: ca.key: "{org.key_path}" is readable by others (mode 0644); chmod 400 it'
+    assert not out.exists()
+
+
+def test_your_own_ca_with_split_ca_is_refused_naming_the_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = OrgCA(tmp_path / "org")
+    spec = own_ca_spec(tmp_path, org.cert_path, org.key_path, layout="split-ca")
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: layout: "split-ca" cannot be combined with [ca]') and "\n" not in err
+    assert 'layout "split-node"' in err and "crdb-certs csr" in err, "the message says what to do"
+    assert not (tmp_path / "out").exists()
 
 
 def test_pkcs8_key_for_java_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,6 +17,7 @@ import click
 # rich (the progress line, `list`'s table), k8s and difflib are imported by the commands that use them.
 from orchestrator import (
     audit,
+    backups,
     duration,
     imports,
     lifecycle,
@@ -299,7 +300,8 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
 
     Each ca.crt (ca-client.crt, ca-ui.crt) holds the new CA first and the old one after it, so every node
     trusts leaves of both while the new files are rolled out; then `rotate-ca --finish` drops the old CA.
-    The old CA key and every replaced file are kept in OUT/backup/<UTC time>/.
+    Every replaced file is kept in OUT/backup/<UTC time>/, the old CA key in
+    OUT/my-safe-directory/backup/<UTC time>/. Run again, it completes a rotation that was interrupted.
     """
     the_spec = spec.load(config)
 
@@ -330,8 +332,13 @@ def _report_lifecycle(
         if task.signer is not None:
             say(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}")
     if result.backup:
-        what = "the old CA key and the files replaced" if stage == "rotate" else "the files replaced"
-        say(f"{what}: kept in {result.backup} (delete it when you no longer need it)")
+        say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
+    if stage == "rotate":
+        for ca in plan.signers(the_spec).all:
+            # Found, not assumed: a re-run that completes a killed rotation kept it in an earlier run.
+            kept = backups.find_key(out, ca.key, out / ca.cert, which=1)
+            where = f"kept in {kept}" if kept else f"not found in {out / backups.SAFE_BACKUP}"
+            say(f"the key of the old CA in {ca.cert}: {where} (beside the CA keys, never on a node)")
     nodes, users = lifecycle.touched(the_spec, result.plan)
     if stage != "renew":
         nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
@@ -357,9 +364,12 @@ def check_command(target: Path, within: str) -> int:
     window = duration.parse("--within", within)
     now = datetime.now(UTC)
     found, seen = lifecycle.expiring(target, window, now)
+    interrupted = lifecycle.interrupted_rotations(target)
+    for line in interrupted:
+        click.echo(line)
     for expiry in found:
         click.echo(expiry.line(now))
-    if found:
+    if found or interrupted:
         return ExitStatus.FINDINGS
     click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
     return ExitStatus.OK

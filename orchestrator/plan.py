@@ -176,6 +176,9 @@ class State:
     # rotate-ca: names of the CAs (ca, ca-client, ca-ui) to replace by a new key and certificate; the old
     # certificate stays in the CA file after the new one, so that leaves of either are trusted meanwhile.
     rotate: frozenset[str] = frozenset()
+    # rotate-ca again after a run killed once it had put the new CA key in place (and kept the old one):
+    # names of the CAs whose new key is there, so their new certificate is made with it.
+    resumed: frozenset[str] = frozenset()
     # renew --keep-keys: ids of the certificate tasks that sign a new request made from the existing key.
     keep_keys: frozenset[str] = frozenset()
     # When each existing CA certificate (by task id) expires, and when the folder was looked at: a leaf
@@ -298,6 +301,7 @@ def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
                     writes=(only_new,),
                 ),
                 Copy(only_new, task.expect.cert),
+                Remove((only_new,)),  # a scratch copy: never left in requests/
                 Verify(task.expect),
             )
             finish.append(Task(f"{task.id}:finish", f"{task.expect.cert}: the new CA only", steps))
@@ -448,7 +452,7 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
         return Task(ca.task_id, f"CA {ca.cert} (yours)", steps, expect)
     rotate = ca.name in state.rotate
     # An existing CA key is never replaced, but by rotate-ca (the runner keeps the old one in the backup).
-    new_key = rotate or ca.key not in state.present
+    new_key = (rotate and ca.name not in state.resumed) or ca.key not in state.present
     expect = Expect(
         cert=ca.cert,
         key=ca.key,
@@ -481,7 +485,8 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
             reads=(ca.cnf, ca.key),
             writes=(ca.cert,),
         ),
-        *((Append(previous, ca.cert),) if rotate else ()),
+        # (`previous` is a scratch copy: removed once appended, never left in requests/)
+        *((Append(previous, ca.cert), Remove((previous,))) if rotate else ()),
         Verify(expect),
     )
     title = f"CA {ca.cert}" + (" (new CA first, the old one after it)" if rotate else "")

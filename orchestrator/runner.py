@@ -137,6 +137,9 @@ def _refuse_to_replace_a_ca(todo: Plan, out: Path, rotating: bool = False) -> No
         cert, key = out / expect.cert, out / expect.key
         if not cert.is_file():
             continue
+        kept = backups.interrupted(out, expect.key, expect.cert)
+        if kept is not None:
+            raise UserError(backups.resume_advice(out, expect.cert, kept))
         new_key = any(isinstance(s, Run) and s.keygen and expect.key in s.writes for s in task.steps)
         if new_key:
             raise UserError(
@@ -300,21 +303,22 @@ def _commit(
 ) -> tuple[list[str], Path | None]:
     """Move what changed into place: CA keys first, then the CA databases and configs, then each certs
     directory as a whole (a directory rename), so a certs directory is never seen half-written.
-    With `backup`, what is replaced is kept there first (a CA key is moved, never copied)."""
+    With `backup`, what is replaced is kept first (a CA key in my-safe-directory/backup/, see backups)."""
     staged = sorted(
         p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
-    kept = backups.keep(out, changed, backup) if backup is not None else None
+    kept, kept_keys = backups.keep(out, changed, backup) if backup is not None else (None, [])
+    replaced_keys = {f"{names.SAFE_DIR}/{k.name}" for k in kept_keys}
     for path in changed:
-        if path.startswith(names.SAFE_DIR + "/") and (out / path).exists():
+        if path.startswith(names.SAFE_DIR + "/") and (out / path).exists() and path not in replaced_keys:
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
     bundle_of = {p: d for p in changed for d in todo.bundles if p.startswith(d + "/")}
     loose = [p for p in changed if p not in bundle_of]
     for path in sorted(loose, key=_commit_order):
         (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
         if path.startswith(names.SAFE_DIR + "/"):
-            _place_new(stage / path, out / path)
+            _place_new(stage / path, out / path, replace=path in replaced_keys)
         else:
             os.replace(stage / path, out / path)
     for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
@@ -322,12 +326,15 @@ def _commit(
     return changed, kept
 
 
-def _place_new(src: Path, dst: Path) -> None:
+def _place_new(src: Path, dst: Path, replace: bool = False) -> None:
     """Put a new CA key in place with link(2), which fails if the name exists: never replaces a key, even
-    against a writer that is not crdb-certs. my-safe-directory/ may be a link to another file system
-    (a removable disk): then a private copy beside the target is linked in."""
+    against a writer that is not crdb-certs. With `replace` (rotate-ca, once backups.keep has copied the
+    old key), one rename replaces it: the name always holds the old key or the new one. my-safe-directory/
+    may be a link to another file system (a removable disk): then a private copy beside the target is
+    put in place."""
+    put = os.replace if replace else os.link
     try:
-        os.link(src, dst)
+        put(src, dst)
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
@@ -335,9 +342,9 @@ def _place_new(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)  # created under umask 077
         tmp.chmod(stat.S_IMODE(src.stat().st_mode))
         try:
-            os.link(tmp, dst)
+            put(tmp, dst)
         finally:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)
 
 
 def _commit_order(path: str) -> tuple[int, str]:

@@ -29,7 +29,7 @@ from orchestrator import (
     spec,
     state,
 )
-from orchestrator.errors import ExitStatus, UserError
+from orchestrator.errors import ExitStatus, Interrupted, UserError
 from orchestrator.nextsteps import next_steps
 
 Say = Callable[[str], None]
@@ -135,6 +135,7 @@ def issue(
         result = runner.issue(the_spec, out, openssl.find, jobs or 0)
     made = [t.title for t in result.plan.work()]
     _audit_issued(out, result, say)
+    runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
     if not result.changed:
         say(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
@@ -550,5 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.FAILED
     except UserError as e:
         _err(f"error: {e}")
+        return e.status
+    except Interrupted as e:
+        _err("interrupted")
         return e.status
     return int(status or 0)

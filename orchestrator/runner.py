@@ -32,7 +32,7 @@ from cryptography import x509
 
 from orchestrator import backups, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
-from orchestrator.errors import RunError, UserError
+from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
 from orchestrator.openssl import OpenSSL
 from orchestrator.plan import (
     Append,
@@ -115,6 +115,8 @@ def issue(
         # into its staging folder after the first clean-up took it away (seen: `openssl ca` renaming
         # index.txt.new into place there).
         _remove_leftovers(work)
+        if _stop:  # held while committing (_signals_deferred): honoured now that the commit is whole
+            raise Interrupted(_stop[0])
     return Result(todo, tuple(changed), transcript, kept)
 
 
@@ -183,11 +185,26 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
         made.update(writes(step))
 
 
-def _check_private(key: Path) -> None:
+def _check_private(key: Path, error: type[UserError] = UserError) -> None:
     """A key this run signs with must be its owner's alone (as certstrap re-checks a key's mode on read)."""
     mode = stat.S_IMODE(key.stat().st_mode)
     if mode & 0o077:
-        raise UserError(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
+        raise error(f"{key}: readable by others (mode {mode:04o}); `chmod 400` it, then run again")
+
+
+class ExposedKey(UserError):
+    """A CA key others can read, found by a run that had nothing to sign: a finding, like the audit's."""
+
+    status = ExitStatus.FINDINGS
+
+
+def check_ca_keys(spec: Spec, out: Path) -> None:
+    """Every CA key in my-safe-directory/ is its owner's alone, whether or not a run signs with it: a run
+    that signs refuses it before anything (`_check_private`); `issue` with nothing to do, and
+    `issue --check`, call this (ExposedKey, exit 1)."""
+    for ca in plan.signers(spec).all:
+        if ca.external is None and (out / ca.key).is_file():
+            _check_private(out / ca.key, ExposedKey)
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -455,7 +472,8 @@ _stop: list[int] = []  # signals received during a run; every step checks it bef
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered."""
+    """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered (to
+    `_terminate_as_interrupt`'s handler; `issue` then ends with Interrupted)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -282,7 +282,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
-    tasks.append(_bundle_task(bundles))
+    tasks.append(_bundle_task(bundles, ui_home(spec)))
     return Plan(spec, tuple(_keep_needed(tasks, state)), bundles)
 
 
@@ -603,7 +603,8 @@ def _client_task(
 def _ui_task(
     ui: UI, ca: CA | None, profile: Profile, days: Lifetimes, spec: Spec, new_key: bool = True
 ) -> Task:
-    cert, key = f"{names.CERTS_DIR}/{names.UI_CERT}", f"{names.CERTS_DIR}/{names.UI_KEY}"
+    home = ui_home(spec)
+    cert, key = f"{home}/{names.UI_CERT}", f"{home}/{names.UI_KEY}"
     if ca is None:
         assert ui.cert and ui.key  # an import, checked when the spec was loaded (imports.py)
         steps: tuple[Step, ...] = (Copy(str(ui.cert), cert), Copy(str(ui.key), key, mode=names.KEY_MODE))
@@ -707,6 +708,14 @@ def _sign(
 # -------------------------------------------------------------------------------------------- bundles
 
 _NODE_OWN = ("node.", "client.node.")  # files made in a node's own folder; the rest are made in certs/
+_UI_FILES = (names.UI_CERT, names.UI_KEY)
+
+
+def ui_home(spec: Spec) -> str:
+    """Where the DB Console pair is made: certs/ when that is also the only node's folder; else the first
+    node's folder (ui.key is a server's key: in the clients' certs/ it would be handed to every client).
+    A spec without nodes (clients only) keeps it in certs/, as before."""
+    return names.CERTS_DIR if len(spec.nodes) <= 1 else names.node_dir(spec.nodes[0].name)
 
 
 def _bundles(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
@@ -723,22 +732,30 @@ def _bundles(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
     bundles = {names.node_dir(n.name): ca_files + node_files for n in spec.nodes}
     # One node: certs/ is also that node's certs dir, as in the docs (cockroach start-single-node).
     single = (
-        node_files if len(spec.nodes) == 1 else tuple(f for f in node_files if not f.startswith(_NODE_OWN))
+        node_files
+        if len(spec.nodes) == 1
+        else tuple(
+            f for f in node_files if not f.startswith(_NODE_OWN) and (f not in _UI_FILES or not spec.nodes)
+        )
     )
     bundles[names.CERTS_DIR] = ca_files + single + client_files
     return bundles
 
 
-def _bundle_task(bundles: dict[str, tuple[str, ...]]) -> Task:
-    """Copy into each certs directory what was made elsewhere: CA certificates (and the UI pair) from
-    certs/ into the nodes' folders, and the only node's files into certs/."""
+def _bundle_task(bundles: dict[str, tuple[str, ...]], ui_from: str) -> Task:
+    """Copy into each certs directory what was made elsewhere: CA certificates from certs/ into the nodes'
+    folders, the UI pair from `ui_from` (ui_home) into the others, and the only node's files into certs/."""
     nodes = [folder for folder in bundles if folder != names.CERTS_DIR]
     steps: list[Step] = []
     for folder, files in bundles.items():
         for file in files:
             # A SQL user may be called `node` (standard layout): client.node.crt is then made in certs/.
             made_in_node = file.startswith(_NODE_OWN) and bool(nodes) and file in bundles[nodes[0]]
-            if folder == names.CERTS_DIR and made_in_node:
+            if file in _UI_FILES:
+                if folder == ui_from:
+                    continue  # made right there
+                source = f"{ui_from}/{file}"
+            elif folder == names.CERTS_DIR and made_in_node:
                 source = f"{nodes[0]}/{file}"
             elif folder != names.CERTS_DIR and not made_in_node:
                 source = f"{names.CERTS_DIR}/{file}"

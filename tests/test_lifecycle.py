@@ -171,11 +171,13 @@ def test_renew_ui_reissues_the_db_console_certificate_in_every_certs_directory(
     printed = capsys.readouterr().out
     after = snapshot(out)
     changed = {p for p in after if p in before and after[p] != before[p] and p.endswith((".crt", ".key"))}
-    ui_files = {f"{d}/{f}" for d in ("certs", "nodes/n1", "nodes/n2") for f in ("ui.crt", "ui.key")}
+    ui_files = {f"{d}/{f}" for d in ("nodes/n1", "nodes/n2") for f in ("ui.crt", "ui.key")}
     assert changed == ui_files  # nothing but the UI pair, wherever it is
-    assert after["nodes/n1/ui.crt"] == after["nodes/n2/ui.crt"] == after["certs/ui.crt"]
-    old = x509.load_pem_x509_certificate(before["certs/ui.crt"])
-    new = certs_of(out / "certs/ui.crt")[0]
+    assert after["nodes/n1/ui.crt"] == after["nodes/n2/ui.crt"]
+    # ui.key is a server's key: never in the clients' certs/ (which is no node's folder here).
+    assert not [p for p in after if p.startswith("certs/ui.")]
+    old = x509.load_pem_x509_certificate(before["nodes/n1/ui.crt"])
+    new = certs_of(out / "nodes/n1/ui.crt")[0]
     assert new.serial_number != old.serial_number
     assert issued_by(new, certs_of(out / "certs/ca.crt")[0])
     assert public(new) == public(key_of(out / "nodes/n1/ui.key")) != public(old)
@@ -191,7 +193,7 @@ def test_renew_ui_of_an_imported_certificate_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, made = issue(tmp_path / "made", '[ui]\nhosts = ["localhost"]\n')
-    pair = f'cert = "{made}/certs/ui.crt"\nkey = "{made}/certs/ui.key"\n'
+    pair = f'cert = "{made}/nodes/n1/ui.crt"\nkey = "{made}/nodes/n1/ui.key"\n'
     extra = f'[ui]\nhosts = ["localhost"]\nissuer = "import"\n{pair}'
     spec, out = issue(tmp_path, extra)
     before = snapshot(out)

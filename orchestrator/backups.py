@@ -46,8 +46,8 @@ def keep(out: Path, changed: list[str], root: Path) -> tuple[Path | None, list[P
 
 
 def find_key(out: Path, key: str, cert: Path, which: int = 0) -> Path | None:
-    """The kept CA key (`key`: my-safe-directory/<name>.key) of the `which`-th certificate in `cert`,
-    newest backup first; None when no backup holds it. Also looks where earlier versions kept it
+    """A kept copy of the CA key (`key`: my-safe-directory/<name>.key) of the `which`-th certificate in
+    `cert`; None when no backup holds it. Also looks where earlier versions kept it
     (backup/<time>/my-safe-directory/), so that a rotation they left half done can be completed."""
     try:
         wanted = public_bytes(load_certs(cert)[which])
@@ -55,7 +55,7 @@ def find_key(out: Path, key: str, cert: Path, which: int = 0) -> Path | None:
         return None
     name = Path(key).name
     found = [*(out / SAFE_BACKUP).glob(f"*/{name}"), *(out / names.BACKUP_DIR).glob(f"*/{key}")]
-    for candidate in sorted(found, key=lambda p: p.parent.name, reverse=True):
+    for candidate in sorted(found):
         try:
             if public_bytes(load_key(candidate)) == wanted:
                 return candidate

@@ -2,7 +2,7 @@
 
 Renewal and rotation are plans like `issue`'s (plan.build with a State that says what to do again), run by
 the same runner, so they are staged, verified, committed per certs directory and printable as bash. The
-runner keeps every file they replace in backup/<UTC time>/.
+runner keeps every file they replace in backup/<UTC time>/, a CA key in my-safe-directory/backup/ (backups).
 
 CA rotation, as CockroachDB's rotate-certificates page describes it: a CA file holding the new CA first
 and the old CA after it is trusted in full by every node, so leaves of either CA work while they are being

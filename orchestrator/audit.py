@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import pwd
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,6 +90,9 @@ CODES: dict[str, str] = {
     "weak-key": "an RSA key under 2048 bits (or another weak key)",
     "weak-signature": "a SHA-1 or MD5 signature",
     "serial-reused": "two different certificates with the same issuer and serial number",
+    "dir-permissions": "a certs directory others can write in: they can swap its certificates and keys",
+    "cert-permissions": "a certificate file others can write: they can swap it (and the CA it trusts)",
+    "cert-owner": "a certificate file owned by another user than the directory's owner (or root)",
 }
 
 
@@ -224,6 +229,7 @@ class _Audit:
         self.layout()
         self.serials()
         self.other_files()
+        self.permissions()
 
     # ------------------------------------------------------------------------------------ environment
 
@@ -694,6 +700,55 @@ class _Audit:
                 "issue with random serials (crdb-certs' secure profile, cockroach cert), not serial.txt = 01",
             )
 
+    # ------------------------------------------------------------------------------------- permissions
+
+    def permissions(self) -> None:
+        """Who can change what a node trusts. CockroachDB checks only the keys' modes (cockroach-certs.md
+        §5.3), but whoever can write ca.crt, or rename files in the directory, picks the CA the node trusts
+        and can swap node.crt and node.key: as bad as a key others can read, so an error (`cockroach
+        cert` makes the directory 0700 and certificates 0644). A certificate owned by another user (not
+        root, who can do anything anyway) is a warning: that user can rewrite it, which is only as safe as
+        that account; CockroachDB trusts a key's owner only, and root for its group (§5.3)."""
+        try:
+            folder = self.dir.path.stat()
+        except OSError:
+            return
+        mode = stat.S_IMODE(folder.st_mode)
+        if mode & 0o022:
+            sticky = bool(folder.st_mode & stat.S_ISVTX)  # others may add files, not replace or remove
+            self.add(
+                "warning" if sticky else "error",
+                "dir-permissions",
+                None,
+                f"the directory is writable by {_whom(mode)} (mode {mode:04o}): they can "
+                + ("add a certificate where none is" if sticky else "replace ca.crt, node.crt or a key"),
+                f"chmod 700 {self.dir.path} (and check that nothing in it was replaced)",
+            )
+        for cert in self.dir.certs:
+            try:
+                info = (self.dir.path / cert.name).stat()
+            except OSError:
+                continue
+            bits = stat.S_IMODE(info.st_mode)
+            what = "the CA this directory trusts" if cert.usage.is_ca else "this certificate"
+            if bits & 0o022:
+                self.add(
+                    "error",
+                    "cert-permissions",
+                    cert.name,
+                    f"writable by {_whom(bits)} (mode {bits:04o}): they can replace {what}",
+                    f"chmod 644 {self.path(cert.name)} (and check that it is the certificate you issued)",
+                )
+            elif info.st_uid not in (folder.st_uid, 0):
+                self.add(
+                    "warning",
+                    "cert-owner",
+                    cert.name,
+                    f"owned by {_user(info.st_uid)}, not by the directory's owner {_user(folder.st_uid)}:"
+                    f" that user can replace {what}",
+                    f"chown {_user(folder.st_uid)} {self.path(cert.name)}",
+                )
+
     # -------------------------------------------------------------------------------------- private keys
 
     def other_files(self) -> None:
@@ -802,6 +857,17 @@ def _chain_to(certs: list[x509.Certificate], anchors: list[x509.Certificate]) ->
 def _index_of(cert: x509.Certificate, found: CertsDir, name: str) -> int:
     holder = found.get(name)
     return holder.certs.index(cert) if holder else 0
+
+
+def _whom(mode: int) -> str:
+    return " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _hex(serial: int) -> str:

@@ -2,36 +2,88 @@
 
 The backup folder sits beside certs/ and nodes/, never inside a certs directory (CockroachDB would try
 to load a `*.crt` found there) and never inside a node's bundle (it would be copied to the node). Files
-keep their modes, so a key stays 0400; a CA key is moved there (it must not stay where a new CA key
-goes), every other file is copied (the certs directories are swapped in whole afterwards).
+keep their modes, so a key stays 0400. A CA key is kept only beside CA keys: in
+`my-safe-directory/backup/<UTC time>/`, on whatever disk my-safe-directory/ is (the docs advise a
+removable one), never in backup/ on the main disk. It is copied there before the new key replaces it in
+one rename, so at every moment the old key is in my-safe-directory/ (where it was, or in its backup);
+every other file is copied (the certs directories are swapped in whole afterwards).
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import shlex
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator import names
+from orchestrator.certcheck import load_cert, load_certs, load_key, public_bytes
+
+SAFE_BACKUP = f"{names.SAFE_DIR}/{names.BACKUP_DIR}"  # where replaced CA keys are kept
 
 
-def keep(out: Path, changed: list[str], root: Path) -> Path | None:
-    """Keep the current version of each file in `changed` (paths relative to `out`) that exists, in a
-    new folder under `root`; returns that folder (None: nothing existed, so nothing is replaced)."""
+def keep(out: Path, changed: list[str], root: Path) -> tuple[Path | None, list[Path]]:
+    """Keep the current version of each file in `changed` (paths relative to `out`) that exists: CA keys
+    in a new folder under my-safe-directory/backup/, the rest in a new folder under `root`. Returns that
+    folder (None: no such file existed) and where each CA key was kept."""
     existing = [p for p in changed if (out / p).is_file()]
-    if not existing:
-        return None
+    safe = [p for p in existing if p.startswith(names.SAFE_DIR + "/")]
+    others = [p for p in existing if p not in safe]
+    kept_keys = []
+    if safe:
+        folder = _new_folder(out / SAFE_BACKUP)
+        for path in safe:
+            kept_keys.append(folder / Path(path).name)
+            shutil.copy2(out / path, kept_keys[-1])  # made under umask 077, then the key's own 0400
+    if not others:
+        return None, kept_keys
     folder = _new_folder(root)
-    for path in existing:
+    for path in others:
         target = folder / path
         target.parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
-        if path.startswith(names.SAFE_DIR + "/"):
-            _move(out / path, target)
-        else:
-            shutil.copy2(out / path, target)
-    return folder
+        shutil.copy2(out / path, target)
+    return folder, kept_keys
+
+
+def find_key(out: Path, key: str, cert: Path, which: int = 0) -> Path | None:
+    """A kept copy of the CA key (`key`: my-safe-directory/<name>.key) of the `which`-th certificate in
+    `cert`; None when no backup holds it. Also looks where earlier versions kept it
+    (backup/<time>/my-safe-directory/), so that a rotation they left half done can be completed."""
+    try:
+        wanted = public_bytes(load_certs(cert)[which])
+    except (OSError, ValueError, IndexError):
+        return None
+    name = Path(key).name
+    found = [*(out / SAFE_BACKUP).glob(f"*/{name}"), *(out / names.BACKUP_DIR).glob(f"*/{key}")]
+    for candidate in sorted(found):
+        try:
+            if public_bytes(load_key(candidate)) == wanted:
+                return candidate
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
+
+
+def interrupted(out: Path, key: str, cert: str) -> Path | None:
+    """A rotation killed after it put the new CA key in place, before the new CA certificate: `key` is
+    not the key of `cert` (or is missing) and a backup holds that certificate's key. Returns the backup."""
+    try:
+        if public_bytes(load_key(out / key)) == public_bytes(load_cert(out / cert)):
+            return None
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, TypeError):
+        return None
+    return find_key(out, key, out / cert)
+
+
+def resume_advice(out: Path, cert: str, kept: Path) -> str:
+    """What to do about a rotation killed after its new CA key was put in place (see `interrupted`)."""
+    return (
+        f"{out / cert}: a CA rotation was interrupted; the key of this CA certificate is kept in {kept};"
+        f" `crdb-certs rotate-ca --out {shlex.quote(str(out))}` (with the same --config) completes the"
+        " rotation"
+    )
 
 
 def _new_folder(root: Path) -> Path:
@@ -45,13 +97,3 @@ def _new_folder(root: Path) -> Path:
             continue
         return folder
     raise RuntimeError(f"{root}: no free backup folder name for {stamp}")
-
-
-def _move(source: Path, target: Path) -> None:
-    try:
-        os.rename(source, target)
-    except OSError as e:
-        if e.errno != errno.EXDEV:  # my-safe-directory/ may be a link to another file system
-            raise
-        shutil.copy2(source, target)
-        source.unlink()

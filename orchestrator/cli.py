@@ -16,6 +16,7 @@ import click
 # rich (the progress line, `list`'s table), k8s and difflib are imported by the commands that use them.
 from orchestrator import (
     audit,
+    backups,
     changes,
     duration,
     imports,
@@ -29,7 +30,7 @@ from orchestrator import (
     spec,
     state,
 )
-from orchestrator.errors import ExitStatus, UserError
+from orchestrator.errors import ExitStatus, Interrupted, UserError
 from orchestrator.nextsteps import next_steps
 
 Say = Callable[[str], None]
@@ -190,6 +191,7 @@ def issue(
         result = runner.issue(the_spec, out, openssl.find, jobs or 0, planner=planner, backup=backup)
     made = [t.title for t in result.plan.work()]
     _audit_issued(out, result.plan, result.changed, say)
+    runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
     if not result.changed:
         say(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
@@ -219,6 +221,7 @@ def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
     if work:
         return ExitStatus.FINDINGS
     _audit_issued(out, todo, (), click.echo)
+    runner.check_ca_keys(the_spec, out)
     click.echo(f"{out}: up to date")
     return ExitStatus.OK
 
@@ -378,7 +381,8 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
 
     Each ca.crt (ca-client.crt, ca-ui.crt) holds the new CA first and the old one after it, so every node
     trusts leaves of both while the new files are rolled out; then `rotate-ca --finish` drops the old CA.
-    The old CA key and every replaced file are kept in OUT/backup/<UTC time>/.
+    Every replaced file is kept in OUT/backup/<UTC time>/, the old CA key in
+    OUT/my-safe-directory/backup/<UTC time>/. Run again, it completes a rotation that was interrupted.
     """
     the_spec = load_spec(config, out)
 
@@ -409,10 +413,13 @@ def _report_lifecycle(
         if task.signer is not None:
             say(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}")
     if result.backup:
-        # Say a CA key was kept only where one was (a CA made elsewhere has no key here).
-        ca_key_kept = (result.backup / names.SAFE_DIR).is_dir()
-        what = "the old CA key and the files replaced" if ca_key_kept else "the files replaced"
-        say(f"{what}: kept in {result.backup} (delete it when you no longer need it)")
+        say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
+    if stage == "rotate":
+        for ca in plan.signers(the_spec).all:
+            # Found, not assumed: a re-run that completes a killed rotation kept it in an earlier run.
+            kept = backups.find_key(out, ca.key, out / ca.cert, which=1)
+            where = f"kept in {kept}" if kept else f"not found in {out / backups.SAFE_BACKUP}"
+            say(f"the key of the old CA in {ca.cert}: {where} (beside the CA keys, never on a node)")
     nodes, users = lifecycle.touched(the_spec, result.plan)
     if stage != "renew":
         nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
@@ -438,9 +445,12 @@ def check_command(target: Path, within: str) -> int:
     window = duration.parse("--within", within)
     now = datetime.now(UTC)
     found, seen = lifecycle.expiring(target, window, now)
+    interrupted = lifecycle.interrupted_rotations(target)
+    for line in interrupted:
+        click.echo(line)
     for expiry in found:
         click.echo(expiry.line(now))
-    if found:
+    if found or interrupted:
         return ExitStatus.FINDINGS
     click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
     return ExitStatus.OK
@@ -622,5 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.FAILED
     except UserError as e:
         _err(f"error: {e}")
+        return e.status
+    except Interrupted as e:
+        _err("interrupted")
         return e.status
     return int(status or 0)

@@ -48,3 +48,12 @@ def _show(value: object) -> str:
     if isinstance(value, str):
         return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
     return repr(value)
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived while a run committed: it was held until the commit was complete, then
+    honoured (`interrupted`, and the shell's status for that signal: 143, 130)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__("interrupted")
+        self.status = 128 + signum

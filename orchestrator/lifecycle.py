@@ -2,7 +2,7 @@
 
 Renewal and rotation are plans like `issue`'s (plan.build with a State that says what to do again), run by
 the same runner, so they are staged, verified, committed per certs directory and printable as bash. The
-runner keeps every file they replace in backup/<UTC time>/.
+runner keeps every file they replace in backup/<UTC time>/, a CA key in my-safe-directory/backup/ (backups).
 
 CA rotation, as CockroachDB's rotate-certificates page describes it: a CA file holding the new CA first
 and the old CA after it is trusted in full by every node, so leaves of either CA work while they are being
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import changes, duration, names, plan, record, script, state, validate
+from orchestrator import backups, changes, duration, names, plan, record, script, state, validate
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError
@@ -168,22 +168,31 @@ def rotate_plan(spec: Spec, out: Path) -> Plan:
     cas = ca_files(spec)
     _require_made_here(spec, out)
     _require_issued(spec, out)
+    full = plan.build(spec)
+    found = state.inspect(out, full)
     busy = in_rotation(spec, out)
     if busy:
+        if still_old(full, out):
+            # A rotation killed after its CA files were committed, before all its leaves were: finish it.
+            return plan.build(spec, found)
         raise UserError(
             f"{out / busy[0]} holds the CA being rotated out: a rotation is not finished; roll it out and"
             " run `crdb-certs rotate-ca --finish` first"
         )
-    full = plan.build(spec)
-    found = state.inspect(out, full)
     ids = frozenset(ca.name for ca in cas)
-    return plan.build(spec, replace(found, fresh=found.fresh - ids, rotate=ids))
+    # A rotation killed after it put a new CA key in place: that key makes the new CA certificate.
+    resumed = frozenset(ca.name for ca in cas if backups.interrupted(out, ca.key, ca.cert))
+    return plan.build(spec, replace(found, fresh=found.fresh - ids, rotate=ids, resumed=resumed))
 
 
 def finish_plan(spec: Spec, out: Path) -> Plan:
     """Drop the old CA from each rotation bundle; refused while a leaf is still signed by it."""
-    ca_files(spec)
+    cas = ca_files(spec)
     _require_made_here(spec, out)
+    for ca in cas:
+        kept = backups.interrupted(out, ca.key, ca.cert)
+        if kept is not None:
+            raise UserError(backups.resume_advice(out, ca.cert, kept))
     busy = in_rotation(spec, out)
     if not busy:
         raise UserError(
@@ -287,19 +296,28 @@ def script_for(todo: Plan, out: Path, title: str) -> str:
     regenerated = {w for t in tasks for s in t.steps if isinstance(s, Run) and s.keygen for w in s.writes}
     moved = [p for p in existing if p in regenerated]
     copied = [p for p in existing if p not in regenerated]
+    ca_keys = [p for p in moved if p.startswith(names.SAFE_DIR + "/")]
     lines = []
     if existing:
         lines += [
             "# crdb-certs keeps every file it replaces in backup/<UTC time>/ until you delete it",
-            f'backup={names.BACKUP_DIR}/"$(date -u +%Y%m%dT%H%M%SZ)"',
+            'stamp="$(date -u +%Y%m%dT%H%M%SZ)"',
+            f'backup={names.BACKUP_DIR}/"$stamp"',
             'mkdir -p "$backup"',
         ]
         if copied:
             lines.append(f'cp -p --parents {script.join(copied)} "$backup"/')
         for path in moved:
+            if path in ca_keys:
+                continue
             folder = script.quote(str(Path(path).parent))
             lines.append(f'mkdir -p "$backup"/{folder}')
             lines.append(f'mv {script.quote(path)} "$backup"/{folder}/')
+        if ca_keys:
+            lines.append("# a CA key is kept only beside CA keys, on the disk my-safe-directory/ is on")
+            lines.append(f'mkdir -p {backups.SAFE_BACKUP}/"$stamp"')
+            for path in ca_keys:
+                lines.append(f'mv {script.quote(path)} {backups.SAFE_BACKUP}/"$stamp"/')
     return script.script(todo, tasks, title=title, folder=out, preamble=lines, empty=False)
 
 
@@ -357,6 +375,19 @@ def expiring(target: Path, within: timedelta, now: datetime | None = None) -> tu
         raise UserError(f"{target}: no certificates found (give a certs directory or an output folder)")
     found.sort(key=lambda e: (e.not_after is not None, e.not_after or now))
     return found, seen
+
+
+def interrupted_rotations(target: Path) -> list[str]:
+    """In an output folder: a line for each CA certificate whose key is in a backup while
+    my-safe-directory/ holds another key (a rotation killed half-way, see backups.interrupted)."""
+    safe = target / names.SAFE_DIR
+    found = []
+    for key in sorted(safe.glob(names.CA_KEY_GLOB)) if safe.is_dir() else []:
+        cert = f"{names.CERTS_DIR}/{key.stem}.crt"
+        kept = backups.interrupted(target, f"{names.SAFE_DIR}/{key.name}", cert)
+        if kept is not None:
+            found.append(backups.resume_advice(target, cert, kept))
+    return found
 
 
 def _span(span: timedelta) -> str:

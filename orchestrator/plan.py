@@ -187,6 +187,9 @@ class State:
     # rotate-ca: names of the CAs (ca, ca-client, ca-ui) to replace by a new key and certificate; the old
     # certificate stays in the CA file after the new one, so that leaves of either are trusted meanwhile.
     rotate: frozenset[str] = frozenset()
+    # rotate-ca again after a run killed once it had put the new CA key in place (and kept the old one):
+    # names of the CAs whose new key is there, so their new certificate is made with it.
+    resumed: frozenset[str] = frozenset()
     # renew --keep-keys: ids of the certificate tasks that sign a new request made from the existing key.
     keep_keys: frozenset[str] = frozenset()
     # When each existing CA certificate (by task id) expires, and when the folder was looked at: a leaf
@@ -294,7 +297,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     bundles = _bundles(spec, cas)
-    tasks.append(_bundle_task(bundles))
+    tasks.append(_bundle_task(bundles, ui_home(spec)))
     tasks.append(_record_task(spec, state.provenance if elsewhere else None))
     return Plan(spec, tuple(_keep_needed(tasks, state)), bundles)
 
@@ -318,6 +321,7 @@ def build_finish(spec: Spec, state: State, cas: frozenset[str]) -> Plan:
                     writes=(only_new,),
                 ),
                 Copy(only_new, task.expect.cert),
+                Remove((only_new,)),  # a scratch copy: never left in requests/
                 Verify(task.expect),
             )
             finish.append(Task(f"{task.id}:finish", f"{task.expect.cert}: the new CA only", steps))
@@ -507,7 +511,7 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
         return Task(ca.task_id, f"CA {ca.cert} (yours)", steps, expect)
     rotate = ca.name in state.rotate
     # An existing CA key is never replaced, but by rotate-ca (the runner keeps the old one in the backup).
-    new_key = rotate or ca.key not in state.present
+    new_key = (rotate and ca.name not in state.resumed) or ca.key not in state.present
     expect = Expect(
         cert=ca.cert,
         key=ca.key,
@@ -540,7 +544,8 @@ def _ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, state: State
             reads=(ca.cnf, ca.key),
             writes=(ca.cert,),
         ),
-        *((Append(previous, ca.cert),) if rotate else ()),
+        # (`previous` is a scratch copy: removed once appended, never left in requests/)
+        *((Append(previous, ca.cert), Remove((previous,))) if rotate else ()),
         Verify(expect),
     )
     title = f"CA {ca.cert}" + (" (new CA first, the old one after it)" if rotate else "")
@@ -670,7 +675,8 @@ def _client_task(
 def _ui_task(
     ui: UI, ca: CA | None, profile: Profile, days: Lifetimes, spec: Spec, new_key: bool = True
 ) -> Task:
-    cert, key = f"{names.CERTS_DIR}/{names.UI_CERT}", f"{names.CERTS_DIR}/{names.UI_KEY}"
+    home = ui_home(spec)
+    cert, key = f"{home}/{names.UI_CERT}", f"{home}/{names.UI_KEY}"
     if ca is None:
         assert ui.cert and ui.key  # an import, checked when the spec was loaded (imports.py)
         steps: tuple[Step, ...] = (Copy(str(ui.cert), cert), Copy(str(ui.key), key, mode=names.KEY_MODE))
@@ -780,6 +786,14 @@ def _sign(
 # -------------------------------------------------------------------------------------------- bundles
 
 _NODE_OWN = ("node.", "client.node.")  # files made in a node's own folder; the rest are made in certs/
+_UI_FILES = (names.UI_CERT, names.UI_KEY)
+
+
+def ui_home(spec: Spec) -> str:
+    """Where the DB Console pair is made: certs/ when that is also the only node's folder; else the first
+    node's folder (ui.key is a server's key: in the clients' certs/ it would be handed to every client).
+    A spec without nodes (clients only) keeps it in certs/, as before."""
+    return names.CERTS_DIR if len(spec.nodes) <= 1 else names.node_dir(spec.nodes[0].name)
 
 
 def _bundles(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
@@ -796,22 +810,30 @@ def _bundles(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
     bundles = {names.node_dir(n.name): ca_files + node_files for n in spec.nodes}
     # One node: certs/ is also that node's certs dir, as in the docs (cockroach start-single-node).
     single = (
-        node_files if len(spec.nodes) == 1 else tuple(f for f in node_files if not f.startswith(_NODE_OWN))
+        node_files
+        if len(spec.nodes) == 1
+        else tuple(
+            f for f in node_files if not f.startswith(_NODE_OWN) and (f not in _UI_FILES or not spec.nodes)
+        )
     )
     bundles[names.CERTS_DIR] = ca_files + single + client_files
     return bundles
 
 
-def _bundle_task(bundles: dict[str, tuple[str, ...]]) -> Task:
-    """Copy into each certs directory what was made elsewhere: CA certificates (and the UI pair) from
-    certs/ into the nodes' folders, and the only node's files into certs/."""
+def _bundle_task(bundles: dict[str, tuple[str, ...]], ui_from: str) -> Task:
+    """Copy into each certs directory what was made elsewhere: CA certificates from certs/ into the nodes'
+    folders, the UI pair from `ui_from` (ui_home) into the others, and the only node's files into certs/."""
     nodes = [folder for folder in bundles if folder != names.CERTS_DIR]
     steps: list[Step] = []
     for folder, files in bundles.items():
         for file in files:
             # A SQL user may be called `node` (standard layout): client.node.crt is then made in certs/.
             made_in_node = file.startswith(_NODE_OWN) and bool(nodes) and file in bundles[nodes[0]]
-            if folder == names.CERTS_DIR and made_in_node:
+            if file in _UI_FILES:
+                if folder == ui_from:
+                    continue  # made right there
+                source = f"{ui_from}/{file}"
+            elif folder == names.CERTS_DIR and made_in_node:
                 source = f"{nodes[0]}/{file}"
             elif folder != names.CERTS_DIR and not made_in_node:
                 source = f"{names.CERTS_DIR}/{file}"

@@ -32,7 +32,7 @@ from cryptography import x509
 
 from orchestrator import backups, changes, names, plan, script, state
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
-from orchestrator.errors import RunError, UserError
+from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
 from orchestrator.imports import check_private
 from orchestrator.openssl import OpenSSL
 from orchestrator.plan import (
@@ -116,6 +116,8 @@ def issue(
         # into its staging folder after the first clean-up took it away (seen: `openssl ca` renaming
         # index.txt.new into place there).
         _remove_leftovers(work)
+        if _stop:  # held while committing (_signals_deferred): honoured now that the commit is whole
+            raise Interrupted(_stop[0])
     return Result(todo, tuple(changed), transcript, kept)
 
 
@@ -163,6 +165,9 @@ def _refuse_to_replace_a_ca(todo: Plan, out: Path) -> None:
         cert, key = out / expect.cert, out / expect.key
         if not cert.is_file():
             continue
+        kept = backups.interrupted(out, expect.key, expect.cert)
+        if kept is not None:
+            raise UserError(backups.resume_advice(out, expect.cert, kept))
         new_key = any(isinstance(s, Run) and s.keygen and expect.key in s.writes for s in task.steps)
         if new_key:
             raise UserError(
@@ -202,6 +207,24 @@ def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
             else:  # refuse() has checked that a key read here is private
                 target.symlink_to(source.resolve())
         made.update(writes(step))
+
+
+class ExposedKey(UserError):
+    """A CA key others can read, found by a run that had nothing to sign: a finding, like the audit's."""
+
+    status = ExitStatus.FINDINGS
+
+
+def check_ca_keys(spec: Spec, out: Path) -> None:
+    """Every CA key in my-safe-directory/ is its owner's alone, whether or not a run signs with it: a run
+    that signs refuses it before anything (`refuse`); `issue` with nothing to do, and `issue --check`,
+    call this (ExposedKey, exit 1)."""
+    for ca in plan.signers(spec).all:
+        if ca.external is None and (out / ca.key).is_file():
+            try:
+                check_private(out / ca.key)
+            except UserError as e:
+                raise ExposedKey(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -317,24 +340,26 @@ def _commit(
 ) -> tuple[list[str], Path | None]:
     """Move what changed into place: CA keys first, then the CA databases and configs, then each certs
     directory as a whole (a directory rename), so a certs directory is never seen half-written.
-    With `backup`, what is replaced is kept there first (a CA key is moved, never copied)."""
+    With `backup`, what is replaced is kept first (a CA key in my-safe-directory/backup/, see backups)."""
     staged = sorted(
         p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
     dropped = [f for path in todo.drop for f in _files_under(out, path)]
-    kept = None
+    kept: Path | None = None
+    kept_keys: list[Path] = []
     if backup is not None:
-        kept = backups.keep(out, [p for p in changed if _is_pki_file(p)] + dropped, backup)
+        kept, kept_keys = backups.keep(out, [p for p in changed if _is_pki_file(p)] + dropped, backup)
+    replaced_keys = {f"{names.SAFE_DIR}/{k.name}" for k in kept_keys}
     for path in changed:
-        if path.startswith(names.SAFE_DIR + "/") and (out / path).exists():
+        if path.startswith(names.SAFE_DIR + "/") and (out / path).exists() and path not in replaced_keys:
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
     bundle_of = {p: d for p in [*changed, *dropped] for d in todo.bundles if p.startswith(d + "/")}
     loose = [p for p in changed if p not in bundle_of]
     for path in sorted(loose, key=_commit_order):
         (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
         if path.startswith(names.SAFE_DIR + "/"):
-            _place_new(stage / path, out / path)
+            _place_new(stage / path, out / path, replace=path in replaced_keys)
         else:
             os.replace(stage / path, out / path)
     for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
@@ -362,12 +387,15 @@ def _files_under(out: Path, path: str) -> list[str]:
     return [path] if target.is_file() else []
 
 
-def _place_new(src: Path, dst: Path) -> None:
+def _place_new(src: Path, dst: Path, replace: bool = False) -> None:
     """Put a new CA key in place with link(2), which fails if the name exists: never replaces a key, even
-    against a writer that is not crdb-certs. my-safe-directory/ may be a link to another file system
-    (a removable disk): then a private copy beside the target is linked in."""
+    against a writer that is not crdb-certs. With `replace` (rotate-ca, once backups.keep has copied the
+    old key), one rename replaces it: the name always holds the old key or the new one. my-safe-directory/
+    may be a link to another file system (a removable disk): then a private copy beside the target is
+    put in place."""
+    put = os.replace if replace else os.link
     try:
-        os.link(src, dst)
+        put(src, dst)
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
@@ -375,9 +403,9 @@ def _place_new(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)  # created under umask 077
         tmp.chmod(stat.S_IMODE(src.stat().st_mode))
         try:
-            os.link(tmp, dst)
+            put(tmp, dst)
         finally:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)
 
 
 def _commit_order(path: str) -> tuple[int, str]:
@@ -493,7 +521,8 @@ _stop: list[int] = []  # signals received during a run; every step checks it bef
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered."""
+    """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered (to
+    `_terminate_as_interrupt`'s handler; `issue` then ends with Interrupted)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -6,7 +6,8 @@ An event is a finished plan step (`runner._do` returned: "Write", "Run:genrsa", 
 made while committing ("replace index.txt", "rename certs", "link ca.key"). Each event is appended to LOG
 before WHEN is looked at, so WHEN = "never" lists every point at which a kill can land. WHEN = "Verify"
 kills after the first event that starts with that text, "Run:ca@2" after the second one (keys are made
-in parallel threads, so a plain count would not always land on the same kind of step).
+in parallel threads, so a plain count would not always land on the same kind of step). With WHEN =
+"SIGTERM:<when>" the signal sent there is SIGTERM (as `docker stop` sends it), not SIGKILL.
 
 Nothing in the product knows about this: the launcher wraps the functions from outside, in its own
 process, and kills that process with SIGKILL, which no handler or `finally` can intercept.
@@ -27,7 +28,9 @@ from orchestrator.cli import main
 
 
 def install(when: str, log: Path) -> None:
-    prefix, _, nth = when.partition("@")
+    # "SIGTERM:<when>" sends SIGTERM instead, which the run may catch (while committing it holds it).
+    sent = signal.SIGTERM if when.startswith("SIGTERM:") else signal.SIGKILL
+    prefix, _, nth = when.removeprefix("SIGTERM:").partition("@")
     seen = 0
     guard = threading.Lock()
 
@@ -39,7 +42,7 @@ def install(when: str, log: Path) -> None:
             if what.startswith(prefix):
                 seen += 1
                 if seen == int(nth or 1):
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(os.getpid(), sent)
 
     real_do = runner._do
 

@@ -361,6 +361,11 @@ BROKEN = [
         swap_keys("node.key", "client.root.key"),
         {("key-mismatch", "node.key"), ("key-mismatch", "client.root.key")},
     ),
+    # who can swap what a node trusts: CockroachDB checks only the keys, the audit also the rest
+    Broken("certs dir 0777", lambda d: d.certs.chmod(0o777), {("dir-permissions", None)}),
+    Broken("certs dir 0770", lambda d: d.certs.chmod(0o770), {("dir-permissions", None)}),
+    Broken("ca.crt 0666", chmod("ca.crt", 0o666), {("cert-permissions", "ca.crt")}),
+    Broken("node.crt 0664", chmod("node.crt", 0o664), {("cert-permissions", "node.crt")}),
     # a CA key in the directory, by name or by content
     Broken("ca.key copied in", copy_ca_key("ca.key"), {("ca-key", "ca.key")}),
     Broken("CA key under another name", copy_ca_key("backup.pem"), {("ca-key", "backup.pem")}),
@@ -531,6 +536,9 @@ class Noted:
 
 
 NOTED = [
+    Noted(
+        "sticky world-writable dir", lambda d: d.certs.chmod(0o1777), {("warning", "dir-permissions", None)}
+    ),
     Noted("unknown prefix", copy("node.crt", "foo.crt"), {("warning", "name-ignored", "foo.crt")}),
     Noted(
         "old CA kept as ca.old.crt", copy("ca.crt", "ca.old.crt"), {("warning", "name-ignored", "ca.old.crt")}
@@ -692,6 +700,26 @@ def test_key_permissions_follow_cockroachdbs_exact_rule(
         message = data["findings"][0]["message"]
         limit = "-rwxr-----" if own_group else "-rwx------"
         assert message.endswith(f"exceeds {limit}"), message
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs to give a file to another user")
+def test_a_ca_crt_anyone_can_swap_is_an_error_and_one_owned_by_another_user_a_warning(
+    default_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A node folder at 0777 holding a 0666 ca.crt owned by another user: anyone can choose the CA the node
+    trusts. CockroachDB itself starts with it (it checks only the keys' modes), so only the audit can say."""
+    d = copy_of(default_pki, tmp_path)
+    os.chown(d.ca, 65534, 65534)  # nobody
+    status, data = run_audit(d.certs, capsys)
+    assert (status, findings(data)) == (0, {("warning", "cert-owner", "ca.crt")})
+    assert "owned by nobody, not by the directory's owner root" in data["findings"][0]["message"]
+    d.ca.chmod(0o666)
+    d.certs.chmod(0o777)
+    status, data = run_audit(d.certs, capsys)
+    assert (status, findings(data)) == (
+        1,
+        {("error", "dir-permissions", None), ("error", "cert-permissions", "ca.crt")},
+    )
 
 
 # ------------------------------------------------------------------------------ text output, usage

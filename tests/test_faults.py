@@ -333,3 +333,85 @@ def test_sigterm_removes_the_staging_folder(tmp_path: Path) -> None:
     assert run.returncode == 3, run.stderr
     assert "Traceback" not in run.stderr
     assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}
+
+
+@pytest.mark.parametrize("when", ["SIGTERM:link ca.key", "SIGTERM:rename certs", "SIGTERM:rename b"])
+def test_a_sigterm_during_the_commit_is_honoured_once_the_commit_is_whole(when: str, tmp_path: Path) -> None:
+    """SIGTERM (docker stop) lands while the run commits: the commit is not cut short (a certs directory
+    half-swapped), nor is the signal swallowed (exit 0 as if nothing had happened): the run completes the
+    commit, removes its staging folder, says `interrupted` and exits 143 as a shell reports SIGTERM."""
+    spec = write_spec(tmp_path, 'key_type = "ec"\n' + SPEC)
+    out = tmp_path / "out"
+    run = harness(when, tmp_path / "term.log", "issue", "--config", spec, "--out", out, "--quiet")
+    assert (run.returncode, run.stderr) == (143, "interrupted\n")
+    assert_full_pki(out, NODES, USERS)  # the commit is whole; the staging area holds only the lock
+    assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+
+
+def test_a_killed_rotation_names_the_kept_key_and_a_re_run_completes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rotate-ca` SIGKILLed at each point of its commit. The key of the CA that certs/ca.crt holds is never
+    lost (it is my-safe-directory/ca.key or kept in my-safe-directory/backup/); where certs/ca.crt and
+    ca.key no longer pair, every command that refuses says which backup file holds the key and that
+    `rotate-ca` completes the rotation (and `check` exits 1); a re-run of `rotate-ca` completes it."""
+    spec = write_spec(tmp_path, 'key_type = "ec"\n' + SPEC)
+    base = tmp_path / "base"
+    assert crdb("issue", "--config", spec, "--out", base, "--quiet") == 0
+    old_ca = (base / "certs/ca.crt").read_bytes()
+    old_key = (base / "my-safe-directory/ca.key").read_bytes()
+    shutil.copytree(base, tmp_path / "count", symlinks=True)
+    rotate = ("rotate-ca", "--config", spec, "--quiet")
+    log = tmp_path / "count.log"
+    assert harness("never", log, *rotate, "--out", tmp_path / "count").returncode == 0
+    commit = [k for k in events(log) if k.startswith(("link", "replace", "rename"))]
+    assert commit, events(log)
+    for n, when in enumerate(dict.fromkeys(commit)):
+        out = tmp_path / f"kill{n}"
+        shutil.copytree(base, out, symlinks=True)
+        run = harness(when, tmp_path / f"kill{n}.log", *rotate, "--out", out)
+        assert run.returncode == -9, f"no kill after {when}: {run.stderr}"
+        safe = out / "my-safe-directory"
+        kept = [p for p in safe.rglob("*.key") if p.read_bytes() == old_key]
+        assert kept, f"the old CA key is lost after a kill after {when}"
+        ca_key = safe / "ca.key"
+        try:
+            pkicheck.assert_key_pair(out / "certs/ca.crt", ca_key)
+        except (AssertionError, OSError):  # ca.key is the new CA's (or missing), ca.crt the old
+            (backup,) = [p for p in kept if p != ca_key]
+            before = _outside_state(out)
+            capsys.readouterr()
+            for command in (("issue",), ("renew", "--nodes", "a"), ("rotate-ca", "--finish")):
+                args = (*command, "--config", spec, "--out", out)
+                assert crdb(*args) != 0, f"{command} after a kill after {when}"
+                said = capsys.readouterr()
+                text = said.err + said.out
+                assert str(backup) in text and "crdb-certs rotate-ca --out" in text, (command, when, text)
+                after = _outside_state(out)  # (a certs directory the kill left mid-swap is put back)
+                changed = [p for p, data in before.items() if after.get(p) != data]
+                assert not changed, f"{command} changed {changed} after a kill after {when}"
+            assert crdb("check", out) == 1, f"check after a kill after {when}"
+            assert str(backup) in capsys.readouterr().out
+        capsys.readouterr()
+        status = crdb(*rotate, "--out", out)
+        err = capsys.readouterr().err
+        # (killed after its last rename, the rotation was complete: a second one is refused)
+        assert status == 0 or "a rotation is not finished" in err, (when, err)
+        # The rotation is complete: the new CA first in every CA file, the old one after it, every leaf
+        # from the new CA, the old CA's key kept beside the CA keys and nowhere else.
+        for folder in ("certs", "nodes/a", "nodes/b"):
+            bundle = x509.load_pem_x509_certificates((out / folder / "ca.crt").read_bytes())
+            assert len(bundle) == 2 and bundle[1] == x509.load_pem_x509_certificate(old_ca), (when, folder)
+            pkicheck.assert_key_pair(out / folder / "ca.crt", safe / "ca.key")
+        for leaf in ("nodes/a/node.crt", "nodes/b/node.crt", "certs/client.root.crt"):
+            pkicheck.assert_chains(out / leaf, out / "certs/ca.crt")
+        assert [p for p in safe.glob("backup/*/ca.key") if p.read_bytes() == old_key], when
+        for path in (out / "backup").rglob("*"):
+            assert not path.is_file() or old_key not in path.read_bytes(), f"{path} holds the old CA key"
+        assert crdb("issue", "--config", spec, "--out", out, "--check") == 0, when
+        assert crdb("rotate-ca", "--finish", "--config", spec, "--out", out, "--quiet") == 0, when
+
+
+def _outside_state(out: Path) -> dict[str, bytes]:
+    """Every file but the lock and what a killed run left in its staging area (the next run removes it)."""
+    return {p: data for p, data in snapshot(out).items() if not p.startswith(".crdb-certs/")}

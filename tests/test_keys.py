@@ -111,6 +111,24 @@ def test_a_ca_key_others_can_read_is_refused(
     assert _state(out) == before, "a refused run changed files"
 
 
+def test_a_ca_key_others_can_read_fails_a_run_with_nothing_to_do(
+    pki: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A no-op `issue` is a health check: a CA key others can read fails it (exit 1, one line) like the key
+    a signing run is refused for, not only when something needs signing."""
+    spec, out = pki
+    key = out / "my-safe-directory" / "ca.key"
+    key.chmod(0o644)
+    before = _state(out)
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {key}: readable by others (mode 0644); `chmod 400` it, then run again\n", err
+    assert _state(out) == before
+    key.chmod(0o400)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+
+
 def test_a_ca_certificate_without_its_key_is_not_replaced(
     pki: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

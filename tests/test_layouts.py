@@ -84,7 +84,9 @@ def test_cockroach_roles_handshake(
         expected |= {"ca-client.crt"}
     if ui:
         expected |= {"ui.crt", "ui.key"} | ({"ca-ui.crt"} if ui == "ui-ca" else set())
-    assert {p.name for p in n1.iterdir()} == expected
+    assert {p.name for p in n1.iterdir()} == {p.name for p in n2.iterdir()} == expected
+    # ui.key is a server's key: not in the clients' certs/, which is no node's folder with two nodes.
+    assert not {"ui.crt", "ui.key"} & {p.name for p in certs.iterdir()}
     # Node to node, both ways, and SQL clients to a node.
     assert handshake(listener(n1), dialer(n2), "n1.example.com") == "node"
     assert handshake(listener(n2), dialer(n1), "10.0.0.2") == "node"

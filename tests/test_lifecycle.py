@@ -5,6 +5,7 @@ that made them. Keys are EC P-256 (RSA is not the point here, and it is ~100x sl
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import ssl
 import stat
@@ -170,11 +171,13 @@ def test_renew_ui_reissues_the_db_console_certificate_in_every_certs_directory(
     printed = capsys.readouterr().out
     after = snapshot(out)
     changed = {p for p in after if p in before and after[p] != before[p] and p.endswith((".crt", ".key"))}
-    ui_files = {f"{d}/{f}" for d in ("certs", "nodes/n1", "nodes/n2") for f in ("ui.crt", "ui.key")}
+    ui_files = {f"{d}/{f}" for d in ("nodes/n1", "nodes/n2") for f in ("ui.crt", "ui.key")}
     assert changed == ui_files  # nothing but the UI pair, wherever it is
-    assert after["nodes/n1/ui.crt"] == after["nodes/n2/ui.crt"] == after["certs/ui.crt"]
-    old = x509.load_pem_x509_certificate(before["certs/ui.crt"])
-    new = certs_of(out / "certs/ui.crt")[0]
+    assert after["nodes/n1/ui.crt"] == after["nodes/n2/ui.crt"]
+    # ui.key is a server's key: never in the clients' certs/ (which is no node's folder here).
+    assert not [p for p in after if p.startswith("certs/ui.")]
+    old = x509.load_pem_x509_certificate(before["nodes/n1/ui.crt"])
+    new = certs_of(out / "nodes/n1/ui.crt")[0]
     assert new.serial_number != old.serial_number
     assert issued_by(new, certs_of(out / "certs/ca.crt")[0])
     assert public(new) == public(key_of(out / "nodes/n1/ui.key")) != public(old)
@@ -190,7 +193,7 @@ def test_renew_ui_of_an_imported_certificate_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, made = issue(tmp_path / "made", '[ui]\nhosts = ["localhost"]\n')
-    pair = f'cert = "{made}/certs/ui.crt"\nkey = "{made}/certs/ui.key"\n'
+    pair = f'cert = "{made}/nodes/n1/ui.crt"\nkey = "{made}/nodes/n1/ui.key"\n'
     extra = f'[ui]\nhosts = ["localhost"]\nissuer = "import"\n{pair}'
     spec, out = issue(tmp_path, extra)
     before = snapshot(out)
@@ -289,11 +292,14 @@ def test_rotation_keeps_both_cas_trusted_during_the_roll_and_finish_drops_the_ol
     new_ca = certs_of(out / "certs/ca.crt")[0]
     for leaf in LEAVES:
         assert issued_by(certs_of(out / leaf)[0], new_ca), leaf
-    # The old CA key was moved to the backup, never deleted.
-    (backup,) = (out / "backup").iterdir()
-    assert (backup / "my-safe-directory/ca.key").read_bytes() == old_ca_key
-    assert stat.S_IMODE((backup / "my-safe-directory/ca.key").stat().st_mode) == 0o400
-    assert public(new_key) != public(key_of(backup / "my-safe-directory/ca.key"))
+    # The old CA key was kept beside the CA keys (never in backup/ with the leaves), never deleted.
+    (backup,) = (out / "my-safe-directory/backup").iterdir()
+    assert (backup / "ca.key").read_bytes() == old_ca_key
+    assert stat.S_IMODE((backup / "ca.key").stat().st_mode) == 0o400
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o700
+    assert public(new_key) != public(key_of(backup / "ca.key"))
+    assert f"the key of the old CA in certs/ca.crt: kept in {backup / 'ca.key'}" in printed
+    assert not (out / "backup" / backup.name / "my-safe-directory").exists()
     # A rotated PKI is what `issue` would keep: issuing again changes nothing.
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
 
@@ -325,6 +331,8 @@ def test_rotation_keeps_both_cas_trusted_during_the_roll_and_finish_drops_the_ol
     assert crdb("rotate-ca", "--config", spec, "--out", out, "--finish", "-q") == 0
     for folder in ("certs", "nodes/n1", "nodes/n2"):
         assert certs_of(out / folder / "ca.crt") == [new_ca], folder
+    # The scratch copies of the old and the new CA certificate are not left behind.
+    assert not [p.name for p in (out / "requests").glob("ca*.crt")]
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
     # After --finish, a certificate of the old CA is refused, as client and as server.
     with pytest.raises((ConnectionError, ssl.SSLError)):
@@ -336,6 +344,41 @@ def test_rotation_keeps_both_cas_trusted_during_the_roll_and_finish_drops_the_ol
             Party(old_n2 / "node.crt", old_n2 / "node.key", out / "certs/ca.crt"), node(out / "nodes/n1")
         )
     assert handshake(node(out / "nodes/n1"), node(out / "nodes/n2")) == "node"
+
+
+def test_rotation_with_my_safe_directory_on_a_removable_disk_keeps_the_old_ca_key_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the docs advise, my-safe-directory/ is a link to a removable disk (here /dev/shm, a tmpfs: another
+    file system). The old CA key is still trusted until --finish: it must stay on that disk, never be
+    copied to backup/ on the main disk."""
+    spec, out = issue(tmp_path)
+    disk = Path("/dev/shm") / f"crdb-certs-test-{tmp_path.name}-{os.getpid()}"
+    shutil.move(out / "my-safe-directory", disk)
+    try:
+        (out / "my-safe-directory").symlink_to(disk)
+        old_ca_key = (disk / "ca.key").read_bytes()
+        capsys.readouterr()
+        assert crdb("rotate-ca", "--config", spec, "--out", out) == 0
+        printed = capsys.readouterr().out
+        for folder, _, files in os.walk(out / "backup"):
+            for name in files:
+                assert old_ca_key not in (Path(folder) / name).read_bytes(), f"the old CA key is in {name}"
+        (backup,) = (disk / "backup").iterdir()
+        assert (backup / "ca.key").read_bytes() == old_ca_key
+        assert stat.S_IMODE((backup / "ca.key").stat().st_mode) == 0o400
+        assert stat.S_IMODE(backup.stat().st_mode) == 0o700
+        said = [line for line in printed.splitlines() if "key of the old CA" in line]
+        assert said == [
+            f"the key of the old CA in certs/ca.crt: kept in {out / 'my-safe-directory/backup'}/"
+            f"{backup.name}/ca.key (beside the CA keys, never on a node)"
+        ], printed
+        assert (disk / "ca.key").read_bytes() != old_ca_key
+        assert stat.S_IMODE((disk / "ca.key").stat().st_mode) == 0o400
+        assert public(key_of(disk / "ca.key")) == public(certs_of(out / "certs/ca.crt")[0])
+        assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+    finally:
+        shutil.rmtree(disk)
 
 
 def test_rotation_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -365,6 +408,8 @@ def test_rotation_of_a_split_ca_layout_bundles_both_cas(tmp_path: Path) -> None:
     assert issued_by(certs_of(out / "certs/client.root.crt")[0], client_ca)
     assert issued_by(certs_of(out / "nodes/n1/client.node.crt")[0], client_ca)
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+    assert crdb("rotate-ca", "--config", spec, "--out", out, "--finish", "-q") == 0
+    assert not [p.name for p in (out / "requests").glob("ca*.crt")]  # neither *.old.crt nor *.new.crt
 
 
 def test_rotation_with_the_docs_counted_serials_never_reuses_a_serial(tmp_path: Path) -> None:
@@ -390,15 +435,16 @@ def test_the_printed_rotation_script_does_what_rotate_ca_does(
     printed = capsys.readouterr().out
     assert snapshot(out) == before  # --plan writes nothing
     assert "cat requests/ca.old.crt >> certs/ca.crt" in printed
-    assert 'mv my-safe-directory/ca.key "$backup"/my-safe-directory/' in printed
+    assert 'mv my-safe-directory/ca.key my-safe-directory/backup/"$stamp"/' in printed
     subprocess.run(["bash", "-c", printed], check=True, capture_output=True, cwd=tmp_path)
     bundle = certs_of(out / "nodes/n2/ca.crt")
     assert len(bundle) == 2 and bundle[1] == x509.load_pem_x509_certificate(before["certs/ca.crt"])
     assert public(bundle[0]) == public(key_of(out / "my-safe-directory/ca.key"))
     for leaf in LEAVES:
         assert issued_by(certs_of(out / leaf)[0], bundle[0]), leaf
-    (backup,) = (out / "backup").iterdir()
-    assert (backup / "my-safe-directory/ca.key").read_bytes() == before["my-safe-directory/ca.key"]
+    (backup,) = (out / "my-safe-directory/backup").iterdir()
+    assert (backup / "ca.key").read_bytes() == before["my-safe-directory/ca.key"]
+    assert not list((out / "backup").glob("*/my-safe-directory"))
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
 
 

@@ -29,9 +29,10 @@ from orchestrator.certcheck import (
     subject_of,
 )
 from orchestrator.errors import ExitStatus, UserError
-from orchestrator.plan import Plan, State, Task
+from orchestrator.plan import State
 from orchestrator.record import Provenance
 from orchestrator.spec import Spec
+from orchestrator.steps import Plan, Task
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def _why_replaced(expect: Expect, out: Path, now: datetime | None) -> str | None
         return "hosts differ: " + " ".join(delta or ["(same names, another order)"])
     if expect.key_kind is not None and key_kind_of(cert) != expect.key_kind:
         return f"key differs: {key_kind_of(cert)} in the folder, {expect.key_kind} in the spec"
-    if subject_of(cert) != expect.subject:
+    if expect.subject is not None and subject_of(cert) != expect.subject:
         shown = ",".join(f"{k}={v}" for k, v in subject_of(cert)) or "(empty)"
         wanted = ",".join(f"{k}={v}" for k, v in expect.subject) or "(empty)"
         return f"subject differs: {shown} in the folder, {wanted} in the spec"

@@ -17,8 +17,10 @@ import click
 from orchestrator import (
     audit,
     backups,
+    cas,
     changes,
     duration,
+    handoff,
     imports,
     lifecycle,
     names,
@@ -32,6 +34,7 @@ from orchestrator import (
 )
 from orchestrator.errors import ExitStatus, Interrupted, UserError
 from orchestrator.nextsteps import next_steps
+from orchestrator.steps import Plan
 
 Say = Callable[[str], None]
 
@@ -56,10 +59,22 @@ config_option = click.option(
 
 
 def load_spec(
-    config: Path | None, out: Path | None, profile: str | None = None, key_type: str | None = None
+    config: Path | None,
+    out: Path | None,
+    profile: str | None = None,
+    key_type: str | None = None,
+    check_files: bool = True,
 ) -> spec.Spec:
     """The spec a command works with: --config; else the one the output folder records; else, for a
-    folder that holds no PKI yet, the embedded default. A PKI without a record is never guessed at."""
+    folder that holds no PKI yet, the embedded default. A PKI without a record is never guessed at.
+    With `check_files`, the files it names from elsewhere are checked (a command that will use them)."""
+    found = _spec_for(config, out, profile, key_type)
+    if check_files:
+        imports.check_files(found)
+    return found
+
+
+def _spec_for(config: Path | None, out: Path | None, profile: str | None, key_type: str | None) -> spec.Spec:
     if config is not None or out is None:
         return spec.load(config, profile, key_type)
     held = record.read(out)
@@ -168,7 +183,7 @@ def issue(
         return _check_issue(the_spec, out, asked)
     say = _say(quiet)
 
-    def planner(where: Path) -> plan.Plan:
+    def planner(where: Path) -> Plan:
         return runner.pending(the_spec, where, asked)
 
     backup = out / names.BACKUP_DIR
@@ -233,7 +248,7 @@ def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
 @key_type_option
 def plan_command(config: Path | None, out: Path | None, profile: str | None, key_type: str | None) -> int:
     """Print the whole run as a bash script: the docs' commands, configs as here-documents. Writes nothing."""
-    the_spec = load_spec(config, out, profile, key_type)
+    the_spec = load_spec(config, out, profile, key_type, check_files=False)
     if out is None:
         click.echo(script.script(plan.build(the_spec)), nl=False)
     else:
@@ -268,15 +283,15 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
         the_spec,
         out,
         openssl.find,
-        planner=lambda where: plan.build_requests(the_spec, state.inspect(where, plan.build(the_spec))),
+        planner=lambda where: handoff.build_requests(the_spec, state.inspect(where, plan.build(the_spec))),
     )
     full = plan.build(the_spec)
     click.echo("Send these requests to your CA; put what it returns into one folder, named as shown:")
     for task in full.tasks:
         if task.expect is not None and task.signer is not None:
-            request = plan.request_of(task)
+            request = handoff.request_of(task)
             click.echo(f"  {out / request}  ->  {Path(request).stem}.crt")
-    for ca in plan.signers(the_spec).all:
+    for ca in cas.signers(the_spec).all:
         click.echo(f"  (the CA certificate to trust)  ->  {ca.name}.crt")
     click.echo(f"What each certificate must contain (SANs, usages, CA:FALSE): {out / names.REQUESTS_SHEET}")
     click.echo(
@@ -296,7 +311,9 @@ def import_command(returned: Path, config: Path | None, out: Path, profile: str 
     """Install the certificates your CA returned for `crdb-certs csr`, checked, into the certs directories."""
     the_spec = load_spec(config, out, profile)
     found = imports.check_returned(plan.build(the_spec), returned.resolve(), out)
-    result = runner.issue(the_spec, out, openssl.find, planner=lambda _: plan.build_import(the_spec, found))
+    result = runner.issue(
+        the_spec, out, openssl.find, planner=lambda _: handoff.build_import(the_spec, found)
+    )
     _audit_issued(out, result.plan, result.changed, click.echo)
     click.echo(
         f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
@@ -351,7 +368,7 @@ def renew(
         )
     window = duration.parse("--within", within) if within is not None else None
 
-    def planner(where: Path) -> plan.Plan:
+    def planner(where: Path) -> Plan:
         chosen = lifecycle.select(the_spec, where, node_names, users, window, ui=ui)
         return lifecycle.renew_plan(the_spec, where, chosen, keep_keys)
 
@@ -386,7 +403,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     """
     the_spec = load_spec(config, out)
 
-    def planner(where: Path) -> plan.Plan:
+    def planner(where: Path) -> Plan:
         return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
 
     todo = planner(out)  # every refusal comes before anything is touched
@@ -404,10 +421,10 @@ def _report_lifecycle(
     say = _say(quiet)
     _audit_issued(out, result.plan, result.changed, say)
     if stage == "finish":
-        for ca in plan.signers(the_spec).all:
+        for ca in cas.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted")
     elif stage == "rotate":
-        for ca in plan.signers(the_spec).all:
+        for ca in cas.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA, then the old one (both trusted)")
     for task in result.plan.work():
         if task.signer is not None:
@@ -415,7 +432,7 @@ def _report_lifecycle(
     if result.backup:
         say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
     if stage == "rotate":
-        for ca in plan.signers(the_spec).all:
+        for ca in cas.signers(the_spec).all:
             # Found, not assumed: a re-run that completes a killed rotation kept it in an earlier run.
             kept = backups.find_key(out, ca.key, out / ca.cert, which=1)
             where = f"kept in {kept}" if kept else f"not found in {out / backups.SAFE_BACKUP}"
@@ -601,7 +618,7 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
     return ExitStatus.FINDINGS if shown else ExitStatus.OK  # as diff(1): 1 when they differ
 
 
-def _audit_issued(out: Path, todo: plan.Plan, changed: tuple[str, ...], say: Say) -> None:
+def _audit_issued(out: Path, todo: Plan, changed: tuple[str, ...], say: Say) -> None:
     """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
     health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201."""
     written = {folder for folder in todo.bundles for path in changed if path.startswith(folder + "/")}

@@ -7,10 +7,10 @@ import ipaddress
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 
+from orchestrator.cas import signers
 from orchestrator.certcheck import (
     Expect,
     chain_break,
@@ -25,10 +25,19 @@ from orchestrator.certcheck import (
     subject_of,
 )
 from orchestrator.errors import Findings, SpecError, UserError
+from orchestrator.handoff import request_of
+from orchestrator.spec import UI, Spec
+from orchestrator.steps import Plan
 
-if TYPE_CHECKING:
-    from orchestrator.plan import Plan
-    from orchestrator.spec import UI
+
+def check_files(spec: Spec) -> None:
+    """The files the spec names from elsewhere (your own CA, an imported UI certificate), checked before a
+    command uses them; loading a spec reads none of them, so `plan` and `render` work without them."""
+    if spec.ca is not None:
+        check_private(spec.ca.key, "ca.key")
+        check_ca(spec.ca.cert, spec.ca.key)
+    if spec.ui is not None and spec.ui.issuer == "import":
+        check_ui(spec.ui)
 
 
 def check_ui(ui: UI) -> None:
@@ -149,7 +158,6 @@ def check_returned(full: Plan, returned: Path, out: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     cas: dict[str, list[x509.Certificate]] = {}
     problems: list[str] = []
-    from orchestrator.plan import request_of, signers  # plan imports spec, which imports this module
 
     for ca in signers(full.spec).all:
         path = returned / f"{ca.name}.crt"
@@ -220,7 +228,7 @@ def _leaf_problems(
         )
     if cas is not None and not any(signed_by(cert, ca) for ca in cas):
         found.append(f"is not signed by {Path(expect.issuer or '').name}")
-    cn, want_cn = dict(subject_of(cert)).get("CN"), dict(expect.subject).get("CN")
+    cn, want_cn = dict(subject_of(cert)).get("CN"), dict(expect.subject or ()).get("CN")
     if want_cn and cn != want_cn:
         found.append(f"has CN={cn}, CockroachDB needs CN={want_cn}")
     dns, ips = sans_of(cert)

@@ -19,12 +19,24 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import backups, changes, duration, names, plan, record, script, state, validate
+from orchestrator import (
+    backups,
+    cas,
+    changes,
+    duration,
+    names,
+    plan,
+    recipes,
+    record,
+    script,
+    state,
+    validate,
+)
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError
-from orchestrator.plan import Plan, Run, is_config, writes
 from orchestrator.spec import Spec
+from orchestrator.steps import Plan, Run, is_config, writes
 
 DEFAULT_WINDOW = timedelta(days=30)
 
@@ -66,7 +78,7 @@ def select(
                 raise SpecError("--clients", raw, f"is not a client of the spec ({_listed(known_users)})")
             chosen.append(f"client:{user}")
         if ui:
-            chosen.append(plan.UI_TASK)
+            chosen.append(recipes.UI_TASK)
         return list(dict.fromkeys(chosen))
     now = now or datetime.now(UTC)
     window = DEFAULT_WINDOW if within is None else within
@@ -132,7 +144,7 @@ def _require_made_here(spec: Spec, out: Path) -> None:
 
 
 def _require_issued(spec: Spec, out: Path) -> None:
-    for ca in plan.signers(spec).all:
+    for ca in cas.signers(spec).all:
         if not (out / ca.cert).is_file():
             raise UserError(f"{out / ca.cert}: missing; `crdb-certs issue` makes the PKI first")
 
@@ -140,20 +152,20 @@ def _require_issued(spec: Spec, out: Path) -> None:
 # ------------------------------------------------------------------------------------- CA rotation
 
 
-def ca_files(spec: Spec) -> list[plan.CA]:
+def ca_files(spec: Spec) -> list[cas.CA]:
     """The CAs a rotation replaces: every CA crdb-certs made (ca, and ca-client / ca-ui in those layouts)."""
     if spec.ca is not None:
         raise UserError(
             "rotate-ca: the spec's [ca] is your own CA, which crdb-certs never changes; rotate it where it"
             " was made, point [ca] at the new one, then `crdb-certs issue --reissue`"
         )
-    return plan.signers(spec).all
+    return cas.signers(spec).all
 
 
 def in_rotation(spec: Spec, out: Path) -> list[str]:
     """The CA files that hold more than one certificate (a rotation not finished)."""
     found = []
-    for ca in plan.signers(spec).all:
+    for ca in cas.signers(spec).all:
         try:
             if len(load_certs(out / ca.cert)) > 1:
                 found.append(ca.cert)
@@ -233,7 +245,7 @@ def touched(spec: Spec, todo: Plan) -> tuple[list[str], list[str]]:
     """The nodes and the users whose files a plan makes anew (a new ui.crt goes to every node)."""
     made = [t.id for t in todo.tasks if t.expect is not None and any(not is_config(s) for s in t.steps)]
     nodes = [i.split(":", 1)[1] for i in made if i.startswith(("node:", "client-node:"))]
-    if plan.UI_TASK in made:
+    if recipes.UI_TASK in made:
         nodes += [n.name for n in spec.nodes]
     users = [i.split(":", 1)[1] for i in made if i.startswith("client:")]
     return list(dict.fromkeys(nodes)), users
@@ -251,7 +263,7 @@ def rollout(
     """
     certs = out / names.CERTS_DIR
     reload = "pkill -SIGHUP -x cockroach  (or restart it: a rolling restart, one node at a time)"
-    ca_names = [Path(ca.cert).name for ca in plan.signers(spec).all]
+    ca_names = [Path(ca.cert).name for ca in cas.signers(spec).all]
     lines = [""]
     if stage == "rotate":
         lines.append("Next, 1 of 3, the new CA beside the old one (nodes keep their certificates for now):")

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import quote as url_quote
 
 from orchestrator import names
-from orchestrator.plan import split_hosts
+from orchestrator.recipes import split_hosts
 from orchestrator.script import quote
 from orchestrator.spec import Spec
 

@@ -31,14 +31,17 @@ from pathlib import Path
 from cryptography import x509
 
 from orchestrator import backups, changes, names, plan, script, state
+from orchestrator.cas import signers
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
 from orchestrator.imports import check_private
 from orchestrator.openssl import OpenSSL
-from orchestrator.plan import (
+from orchestrator.spec import Spec
+from orchestrator.steps import (
     Append,
     Chmod,
     Copy,
+    Kind,
     MakeDirs,
     Plan,
     RandomSerial,
@@ -51,7 +54,6 @@ from orchestrator.plan import (
     reads,
     writes,
 )
-from orchestrator.spec import Spec
 
 Progress = Callable[[str], None]
 # The openssl to run, or how to find it: found only if the run has an openssl command to run, so that an
@@ -219,7 +221,7 @@ def check_ca_keys(spec: Spec, out: Path) -> None:
     """Every CA key in my-safe-directory/ is its owner's alone, whether or not a run signs with it: a run
     that signs refuses it before anything (`refuse`); `issue` with nothing to do, and `issue --check`,
     call this (ExposedKey, exit 1)."""
-    for ca in plan.signers(spec).all:
+    for ca in signers(spec).all:
         if ca.external is None and (out / ca.key).is_file():
             try:
                 check_private(out / ca.key)
@@ -265,7 +267,7 @@ def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
         if isinstance(step, Run) and step.keygen:
             chains[i] = [i]
             made_by[step.writes[0]] = i
-        elif isinstance(step, Run) and step.argv[1] == "req" and step.writes[0].endswith(".csr"):
+        elif isinstance(step, Run) and step.kind is Kind.REQUEST:
             key = next((r for r in step.reads if r in made_by), None)
             if key is not None:
                 chains[made_by.pop(key)].append(i)

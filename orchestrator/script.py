@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from orchestrator import names
-from orchestrator.plan import (
+from orchestrator.steps import (
     Append,
     Chmod,
     Copy,

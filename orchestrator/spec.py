@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import imports, profiles, validate
+from orchestrator import profiles, validate
 from orchestrator.errors import SpecError, UserError
 from orchestrator.resources import resource
 
@@ -55,9 +55,8 @@ class UI:
 class ExternalCA:
     """Bring your own CA: crdb-certs signs with it and never copies its key anywhere."""
 
-    cert: Path
-    key: Path
-    subject: tuple[tuple[str, str], ...]  # read from the certificate when the spec is loaded
+    cert: Path  # the CA's certificate (and its chain up to the root), copied into certs/ca.crt
+    key: Path  # read where it lies, never copied
 
 
 @dataclass(frozen=True)
@@ -192,18 +191,15 @@ def _ui(raw: object, base: Path) -> UI:
             if key in raw:
                 raise SpecError(f"ui.{key}", raw[key], 'is only used with issuer = "import"')
         return UI(hosts, issuer)
-    ui = UI(hosts, issuer, _file("ui.cert", raw.get("cert"), base), _file("ui.key", raw.get("key"), base))
-    imports.check_ui(ui)
-    return ui
+    # The files are checked where they are used (imports.check_files): loading a spec reads no other file.
+    return UI(hosts, issuer, _file("ui.cert", raw.get("cert"), base), _file("ui.key", raw.get("key"), base))
 
 
 def _external_ca(raw: object, base: Path) -> ExternalCA:
     if not isinstance(raw, dict):
         raise SpecError("ca", raw, "is not a table")
     _no_unknown_keys("ca", raw, {"cert", "key"})
-    cert, key = _file("ca.cert", raw.get("cert"), base), _file("ca.key", raw.get("key"), base)
-    imports.check_private(key, "ca.key")
-    return ExternalCA(cert, key, imports.check_ca(cert, key))
+    return ExternalCA(_file("ca.cert", raw.get("cert"), base), _file("ca.key", raw.get("key"), base))
 
 
 def _file(field: str, raw: object, base: Path) -> Path:

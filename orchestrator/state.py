@@ -7,7 +7,8 @@ from pathlib import Path
 
 from orchestrator import names, record
 from orchestrator.certcheck import load_cert, problems
-from orchestrator.plan import Copy, Plan, State, Write, is_config, reads, writes
+from orchestrator.plan import State
+from orchestrator.steps import Copy, Plan, Write, is_config, reads, writes
 
 
 def inspect(out: Path, full: Plan) -> State:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from orchestrator import certcheck, openssl, plan, render, runner, spec, validate
 from orchestrator.errors import RunError, SpecError
-from orchestrator.plan import RandomSerial, Run, Verify
+from orchestrator.steps import Kind, Plan, RandomSerial, Run, Task, Verify
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
 
@@ -208,7 +208,7 @@ def premade_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return keys
 
 
-def issue_with_premade_keys(the_spec: spec.Spec, out: Path, keys: dict[str, Path]) -> plan.Plan:
+def issue_with_premade_keys(the_spec: spec.Spec, out: Path, keys: dict[str, Path]) -> Plan:
     """Run the real plan step by step with the runner's own executor and real openssl; only `genrsa` is
     replaced by copying a key made beforehand (the CA key for my-safe-directory/, the other for leaves)."""
     todo = plan.build(the_spec)
@@ -643,7 +643,7 @@ nsComment = "requested by the CSR"
 """
 
 
-def _sign_hostile_request(profile: str, out: Path, keys: dict[str, Path]) -> tuple[plan.Task, Path]:
+def _sign_hostile_request(profile: str, out: Path, keys: dict[str, Path]) -> tuple[Task, Path]:
     """The plan's own signing steps for client maxroach, fed a CSR that asks for CA:TRUE, extra
     principals (DNS root and node, a tenant URI) and an extension of its own."""
     the_spec = spec.parse({"profile": profile, "clients": [{"user": "root"}, {"user": "maxroach"}]})
@@ -657,7 +657,7 @@ def _sign_hostile_request(profile: str, out: Path, keys: dict[str, Path]) -> tup
     asked = x509.load_pem_x509_csr(csr.read_bytes()).extensions
     assert asked.get_extension_for_class(x509.BasicConstraints).value.ca, "the CSR does ask for CA:TRUE"
     for step in task.steps:
-        if isinstance(step, RandomSerial) or (isinstance(step, Run) and step.argv[1] == "ca"):
+        if isinstance(step, RandomSerial) or (isinstance(step, Run) and step.kind is Kind.SIGN):
             runner._do(step, out, tool)
     return task, out / "certs/client.maxroach.crt"
 

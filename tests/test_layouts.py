@@ -335,6 +335,19 @@ def test_a_ca_that_may_not_sign_is_refused(tmp_path: Path, capsys: pytest.Captur
     assert "keyCertSign" in capsys.readouterr().err
 
 
+def test_plan_and_render_read_no_imported_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Loading a spec reads no other file: an expired imported UI certificate stops `issue`, which would
+    install it, not `plan` or `render`, which only print and render the configs."""
+    org = OrgCA(tmp_path / "org")
+    spec = import_spec(tmp_path, *_expired(org, tmp_path / "org"))
+    assert crdb("plan", "--config", spec) == 0
+    assert crdb("render", "--config", spec, "--out", tmp_path / "configs") == 0
+    assert (tmp_path / "configs" / "ca.cnf").is_file()
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 2
+    assert "expired" in capsys.readouterr().err
+
+
 def own_ca_spec(folder: Path, cert: Path, key: Path, layout: str = "standard") -> Path:
     return write_spec(
         folder,

@@ -473,7 +473,9 @@ def _write_transcript(todo: Plan, out: Path) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = out / f"transcript-{stamp}.sh"
     tasks = [t for t in todo.tasks if t.steps and not all(is_config(s) for s in t.steps)]
-    path.write_text(script.script(todo, tasks, title=f"crdb-certs issue, {stamp}: the commands this run ran"))
+    title = f"crdb-certs issue, {stamp}: the commands this run ran"
+    new_pki = any(p.startswith(names.SAFE_DIR + "/") for t in tasks for s in t.steps for p in writes(s))
+    path.write_text(script.script(todo, tasks, title=title, empty=new_pki, transcript=True))
     return path
 
 

@@ -36,13 +36,15 @@ def script(
     folder: Path | None = None,
     preamble: Sequence[str] = (),
     empty: bool = True,
+    transcript: bool = False,
 ) -> str:
     """The plan (or only `tasks` of it) as bash. The one printer of scripts, so that every value in one
     (a path in a command or in a comment) goes through `quote`.
 
     `folder`: the script makes it if missing and works there (else: where it is run); `preamble`: lines
     run there before the tasks (already quoted by the caller, with `quote`); `empty`: the script makes a
-    new PKI, so it must run in an empty folder (else it adds to or replaces files of an existing one).
+    new PKI, so it must run in an empty folder (else it adds to or replaces files of an existing one);
+    `transcript`: what a run did, so a step crdb-certs does itself is shown as that (shell(..., ran=True)).
     """
     spec = plan.spec
     chosen = [t for t in (plan.tasks if tasks is None else tasks) if t.steps]
@@ -71,7 +73,7 @@ def script(
     lines += preamble
     for task in chosen:
         lines.append(f"\n# --- {task.title}")
-        lines.extend(shell(step) for step in task.steps)
+        lines.extend(shell(step, ran=transcript) for step in task.steps)
     return "\n".join(lines) + "\n"
 
 
@@ -95,8 +97,21 @@ def _ansi_c(byte: int) -> str:
     return char if 0x20 <= byte < 0x7F and char not in "\\'" else f"\\x{byte:02x}"
 
 
-def shell(step: Step) -> str:
+# What crdb-certs does in-process where the script runs a command (shell(..., ran=True)): the same 128 bits
+# from the operating system's CSPRNG, written as Python's secrets module writes them.
+_DRAWN = "python3 -c 'import secrets; print(secrets.token_hex(16))' > {path}  # drawn by crdb-certs itself"
+
+
+def shell(step: Step, ran: bool = False) -> str:
+    """A step as one bash command. With `ran` (a transcript), a step crdb-certs did in-process is shown
+    as what it did, not as a command that did not run."""
     match step:
+        case RandomSerial(path=path) if ran:
+            return _DRAWN.format(path=quote(path))
+        case Verify(expect=expect) if ran:
+            return (
+                f"# crdb-certs read {quote(expect.cert)} back (cryptography): subject, SANs, usages, key, CA"
+            )
         case Run(argv=argv):
             return join(argv)
         case MakeDirs(paths=paths):

@@ -165,6 +165,11 @@ def test_transcript_is_a_runnable_record_of_the_run(default_pki: Path, tmp_path:
     text = transcript.read_text()
     assert "openssl genrsa -out my-safe-directory/ca.key 2048" in text
     assert "BEGIN" not in text, "no key material in a transcript"
+    # It shows what ran: the serials were drawn and the certificates read back by crdb-certs itself,
+    # not by an `openssl rand` or `openssl x509` that never ran.
+    assert "openssl rand" not in text and "openssl x509" not in text
+    assert "> serial.txt  # drawn by crdb-certs itself" in text
+    assert "# crdb-certs read certs/client.root.crt back (cryptography)" in text
     replay = tmp_path / "replay"
     replay.mkdir()
     subprocess.run(["bash", str(transcript)], cwd=replay, check=True, capture_output=True)

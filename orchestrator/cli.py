@@ -33,6 +33,7 @@ from orchestrator import (
     state,
 )
 from orchestrator.errors import ExitStatus, Interrupted, UserError
+from orchestrator.lifecycle import Stage
 from orchestrator.nextsteps import next_steps
 from orchestrator.steps import Plan
 
@@ -382,7 +383,7 @@ def renew(
             click.echo(f"{out}: nothing expires within {shown}; nothing renewed")
         return ExitStatus.OK
     result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
-    return _report_lifecycle(the_spec, out, config, result, "renew", quiet)
+    return _report_lifecycle(the_spec, out, config, result, Stage.RENEW, quiet)
 
 
 @cli.command(name="rotate-ca")
@@ -407,7 +408,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
         return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
 
     todo = planner(out)  # every refusal comes before anything is touched
-    stage = "finish" if finish else "rotate"
+    stage = Stage.FINISH if finish else Stage.ROTATE
     if show_plan:
         click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage})"), nl=False)
         return ExitStatus.OK
@@ -416,30 +417,30 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
 
 
 def _report_lifecycle(
-    the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: str, quiet: bool
+    the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: Stage, quiet: bool
 ) -> int:
     say = _say(quiet)
     _audit_issued(out, result.plan, result.changed, say)
-    if stage == "finish":
+    if stage == Stage.FINISH:
         for ca in cas.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted")
-    elif stage == "rotate":
+    elif stage == Stage.ROTATE:
         for ca in cas.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA, then the old one (both trusted)")
     for task in result.plan.work():
         if task.signer is not None:
-            say(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}")
+            say(f"{'renewed' if stage == Stage.RENEW else 're-issued'} {task.title}")
     if result.backup:
         say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
-    if stage == "rotate":
+    if stage == Stage.ROTATE:
         for ca in cas.signers(the_spec).all:
             # Found, not assumed: a re-run that completes a killed rotation kept it in an earlier run.
             kept = backups.find_key(out, ca.key, out / ca.cert, which=1)
             where = f"kept in {kept}" if kept else f"not found in {out / backups.SAFE_BACKUP}"
             say(f"the key of the old CA in {ca.cert}: {where} (beside the CA keys, never on a node)")
     nodes, users = lifecycle.touched(the_spec, result.plan)
-    if stage != "renew":
-        nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
+    if stage != Stage.RENEW:
+        nodes, users = [n.name for n in the_spec.nodes], [] if stage == Stage.FINISH else users
     say(lifecycle.rollout(the_spec, out, config, stage, nodes, users))
     return ExitStatus.OK
 

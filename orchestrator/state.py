@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator.certcheck import load_cert, problems
+from orchestrator.files import read_regular
 from orchestrator.plan import Copy, Plan, State, Write, is_config, reads, writes
 
 
@@ -41,6 +42,6 @@ def paths(plan: Plan) -> set[str]:
 def _read(path: Path) -> bytes | None:
     """The bytes of `path` (as runner.py writes text: UTF-8), or None when it cannot be read."""
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except OSError:
         return None

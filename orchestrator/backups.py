@@ -8,6 +8,7 @@ goes), every other file is copied (the certs directories are swapped in whole af
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from orchestrator import names
+from orchestrator.errors import RunError
 
 
 def keep(out: Path, changed: list[str], root: Path) -> Path | None:
@@ -24,13 +26,29 @@ def keep(out: Path, changed: list[str], root: Path) -> Path | None:
     if not existing:
         return None
     folder = _new_folder(root)
-    for path in existing:
-        target = folder / path
-        target.parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
-        if path.startswith(names.SAFE_DIR + "/"):
-            _move(out / path, target)
-        else:
-            shutil.copy2(out / path, target)
+    moved: list[str] = []
+    try:
+        # Copies first, CA keys (moved) last: a full disk then fails before any key has left its place.
+        for path in sorted(existing, key=lambda p: p.startswith(names.SAFE_DIR + "/")):
+            target = folder / path
+            target.parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+            if path.startswith(names.SAFE_DIR + "/"):
+                _move(out / path, target)
+                moved.append(path)
+            else:
+                shutil.copy2(out / path, target)
+    except BaseException as e:
+        # Nothing is replaced after a failed backup: put back what was moved, leave no half backup.
+        for path in moved:
+            _move(folder / path, out / path)
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only if this left it empty
+        if isinstance(e, OSError):
+            raise RunError(
+                f"{root}: cannot keep the files this run replaces ({e.strerror}); nothing changed"
+            ) from None
+        raise
     return folder
 
 

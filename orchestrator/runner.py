@@ -99,6 +99,7 @@ def issue(
         _remove_leftovers(work)
         todo = planner(out) if planner else pending(spec, out)
         _refuse_to_replace_a_ca(todo, out, rotating=backup is not None)
+        _refuse_what_cannot_be_swapped(todo, out, work)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
         kept = None
         try:
@@ -151,6 +152,30 @@ def _refuse_to_replace_a_ca(todo: Plan, out: Path, rotating: bool = False) -> No
             raise UserError(
                 f"{key}: this is not the key of {cert}; put the CA's own key back, "
                 f"or move {expect.cert} away to start a new CA (and re-issue everything it signed)"
+            )
+
+
+def _refuse_what_cannot_be_swapped(todo: Plan, out: Path, work: Path) -> None:
+    """Refused before anything is made: a destination the commit could not replace whole. A certs
+    directory is swapped in by rename(2), which would replace a symlink with a folder (and swapping inside
+    the link's target would leave crash recovery guessing where the old folder goes back), and every file
+    is renamed in from .crdb-certs/, which rename(2) cannot do across file systems. my-safe-directory/ is
+    the exception: a link to a removable disk, its keys are placed by copy and link (_place_new)."""
+    device = work.stat().st_dev
+    written = {w for s in todo.steps for w in writes(s) if not w.startswith(names.SAFE_DIR + "/")}
+    destinations = {next((d for d in todo.bundles if w.startswith(d + "/")), w) for w in written}
+    for rel in sorted(destinations):
+        target = out / rel
+        if rel in todo.bundles and target.is_symlink():
+            raise UserError(
+                f"{target}: a symbolic link; crdb-certs replaces a certs directory whole, which would"
+                f" replace the link with a folder: make {rel} a real folder (or link {out} itself)"
+            )
+        parent = next(p for p in target.parents if p.exists())
+        if parent.stat().st_dev != device:
+            raise UserError(
+                f"{parent}: on another file system than {work}; crdb-certs moves every file into place with"
+                f" rename(2), which cannot cross file systems: keep {out} on one (or link {out} itself)"
             )
 
 
@@ -305,11 +330,20 @@ def _commit(
         p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
-    kept = backups.keep(out, changed, backup) if backup is not None else None
+    bundle_of = {p: d for p in changed for d in todo.bundles if p.startswith(d + "/")}
+    folders = sorted(set(bundle_of.values()), key=lambda d: d != names.CERTS_DIR)
+    # What can fail (a full disk, a file that cannot be copied) is done before the first file is replaced:
+    # the copy of each certs directory to be swapped, then the backup. A failure leaves nothing committed.
+    try:
+        fresh = {folder: _copy_of(folder, out, work) for folder in folders}
+        kept = backups.keep(out, changed, backup) if backup is not None else None
+    except BaseException:
+        for copy in work.glob("new-*"):  # ours: the lock is held
+            shutil.rmtree(copy, ignore_errors=True)
+        raise
     for path in changed:
         if path.startswith(names.SAFE_DIR + "/") and (out / path).exists():
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
-    bundle_of = {p: d for p in changed for d in todo.bundles if p.startswith(d + "/")}
     loose = [p for p in changed if p not in bundle_of]
     for path in sorted(loose, key=_commit_order):
         (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
@@ -317,8 +351,8 @@ def _commit(
             _place_new(stage / path, out / path)
         else:
             os.replace(stage / path, out / path)
-    for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
-        _swap_in(folder, [p for p, d in bundle_of.items() if d == folder], out, stage, work)
+    for folder in folders:
+        _swap_in(folder, [p for p, d in bundle_of.items() if d == folder], out, stage, work, fresh[folder])
     return changed, kept
 
 
@@ -356,13 +390,25 @@ def _commit_order(path: str) -> tuple[int, str]:
     return rank, path
 
 
-def _swap_in(folder: str, files: list[str], out: Path, stage: Path, work: Path) -> None:
+def _copy_of(folder: str, out: Path, work: Path) -> Path:
+    """A private copy of a certs directory, for _swap_in to put the new files in."""
     fresh = work / ("new-" + folder.replace("/", "_"))
-    old = work / ("old-" + folder.replace("/", "_"))
     if (out / folder).is_dir():
-        shutil.copytree(out / folder, fresh, symlinks=True)  # keeps whatever else the user put there
+        # Keeps whatever else the user put there; a FIFO or a device among it is refused, not read.
+        shutil.copytree(out / folder, fresh, symlinks=True, copy_function=_copy_regular)
     fresh.mkdir(mode=names.DIR_MODE, exist_ok=True)
     fresh.chmod(names.DIR_MODE)
+    return fresh
+
+
+def _copy_regular(src: str, dst: str) -> object:
+    if not stat.S_ISREG(os.stat(src).st_mode):
+        raise UserError(f"{src}: not a regular file (a FIFO, socket or device); move it out, then run again")
+    return shutil.copy2(src, dst)
+
+
+def _swap_in(folder: str, files: list[str], out: Path, stage: Path, work: Path, fresh: Path) -> None:
+    old = work / ("old-" + folder.replace("/", "_"))
     for path in files:
         target = fresh / Path(path).name
         target.unlink(missing_ok=True)

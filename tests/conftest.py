@@ -65,12 +65,16 @@ def cluster_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+class Hung(Exception):
+    """Not an OSError (as TimeoutError is): the code under test must not catch it as a read error."""
+
+
 @contextmanager
 def no_hang(seconds: int = 20) -> Iterator[None]:
     """Fail, instead of waiting forever, if the block takes longer (a read of a FIFO or /dev/zero)."""
 
     def expire(_signum: int, _frame: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s: it hangs")
+        raise Hung(f"still running after {seconds} s: it hangs")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)

@@ -253,3 +253,34 @@ def test_every_path_option_refuses_an_unusable_path_in_one_line(
     assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
     assert option in captured.err, captured.err
     assert tree(sandbox) == before, f"{argv} wrote something"
+
+
+def test_a_spec_an_editor_saved_with_a_byte_order_mark_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a spec starting with a UTF-8 BOM failed with "Invalid statement"."""
+    spec = tmp_path / "spec.toml"
+    spec.write_bytes(b'\xef\xbb\xbf[[clients]]\nuser = "root"\n')
+    assert crdb("plan", "--config", spec) == 0
+    assert "client.root" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("a = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply"),
+        ('[[nodes]]\nname = "n"\nhosts = ["' + "h" * 500_000 + '"]\n', '..." (500000 characters)'),
+        ("# " + "x" * (2 << 20) + "\n", "larger than 1024 KB"),
+    ],
+    ids=["nested-500-levels", "a-500-KB-value", "a-2-MB-spec"],
+)
+def test_a_spec_too_deep_or_too_big_is_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str
+) -> None:
+    """Issue 11: a TOML nested 500 levels ended in a RecursionError; a 10 MB value was echoed whole."""
+    spec = write_spec(tmp_path, text)
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1, captured.err[:500]
+    assert error in captured.err and len(captured.err) < 400, captured.err[:500]
+    assert not (tmp_path / "out").exists()

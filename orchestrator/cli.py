@@ -54,11 +54,10 @@ class PathParam(click.Path):
     read-only mount, no permission, /proc) is named the same way by `_Command`."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        path = super().convert(value, param, ctx)
-        problem = _unusable(Path(os.fsdecode(path)), self)
+        problem = _unusable(Path(os.fsdecode(value)), self)  # first: click says "does not exist" for EACCES
         if problem:
-            raise SpecError(_name(param), str(path), problem)
-        return path
+            raise SpecError(_name(param), os.fsdecode(value), problem)
+        return super().convert(value, param, ctx)
 
 
 def _unusable(path: Path, kind: click.Path) -> str | None:

@@ -822,6 +822,7 @@ def test_an_unprivileged_audit_or_check_of_the_tools_private_folders_is_one_line
         ("list", top / "out" / "nodes" / "node1"),
         ("check", top / "out"),
         ("check", top / "out" / "nodes"),
+        ("check", top / "out" / "nodes" / "node1"),  # not "does not exist": it cannot be reached
     ]
     results = []
     os.setegid(65534)

@@ -35,7 +35,7 @@ from orchestrator import (
 )
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import read as read_dir
-from orchestrator.errors import SpecError, UserError
+from orchestrator.errors import SpecError, UserError, printable
 from orchestrator.spec import Spec
 from orchestrator.steps import Plan, Run, is_config, writes
 
@@ -352,13 +352,14 @@ class Expiry:
     error: str = ""
 
     def line(self, now: datetime) -> str:
+        where = printable(self.where)  # nodes/<a name that is not UTF-8>/
         if self.not_after is None:
-            return f"{self.where}: cannot be read ({self.error})"
+            return printable(f"{where}: cannot be read ({self.error})")
         when = self.not_after.strftime("%Y-%m-%d %H:%M UTC")
         left = self.not_after - now
         if left < timedelta(0):
-            return f"{self.where}: expired {when} ({_span(-left)} ago)"
-        return f"{self.where}: expires {when} (in {_span(left)})"
+            return f"{where}: expired {when} ({_span(-left)} ago)"
+        return f"{where}: expires {when} (in {_span(left)})"
 
 
 def certs_dirs(target: Path) -> list[Path]:

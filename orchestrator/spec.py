@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrator import profiles, validate
 from orchestrator.errors import SpecError, UserError
+from orchestrator.files import read_regular
 from orchestrator.profiles import ProfileName
 from orchestrator.resources import resource
 
@@ -27,6 +28,7 @@ class Layout(enum.StrEnum):
 # The values (as the TOML and the command line write them): secure, docs, docs-v19; standard, split-node, …
 PROFILES = tuple(p.value for p in ProfileName)
 LAYOUTS = tuple(layout.value for layout in Layout)
+MAX_SPEC = 1 << 20  # a spec for thousands of nodes is a few hundred KB
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,21 @@ def load(path: Path | None = None, profile: str | None = None, key_type: str | N
     """Read and validate a spec file (the embedded default when `path` is None)."""
     path = path or default_spec_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular(path, MAX_SPEC + 1)  # never a FIFO or /dev/zero: they would block or never end
     except OSError as e:
         raise UserError(f"--config: cannot read {str(path)!r}: {e.strerror}") from None
+    if len(raw) > MAX_SPEC:
+        raise UserError(f"--config: {str(path)!r} is larger than {MAX_SPEC // 1024} KB: not a spec")
+    try:
+        text = raw.decode("utf-8-sig")  # an editor's byte order mark is not part of the TOML
     except UnicodeDecodeError:
         raise UserError(f"--config: {str(path)!r} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise UserError(f"{path}: not a spec: arrays or tables nested too deeply") from None
     # Command-line options override the file's values.
     for key, value in (("profile", profile), ("key_type", key_type)):
         if value is not None:

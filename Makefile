@@ -36,6 +36,27 @@ openssl-%: $(CURDIR)/.cache/openssl-%/bin/openssl
 $(CURDIR)/.cache/openssl-%/bin/openssl:
 	.ci/fetch-openssl $* $(OPENSSL_AT)
 
+## test-python-3.13: the whole suite again on that CPython (Debian 13's), unpacked into .cache/ by
+## .ci/fetch-python, in its own virtual environment (.cache/venv-3.13)
+PYTHON_AT = $(CURDIR)/.cache/python-$*/root/usr/bin/python3
+test-python-%: .cache/venv-%/.installed
+	.cache/venv-$*/bin/pytest
+
+# No pip inside (Debian's ensurepip looks for the machine's wheels): that release's pip runs from its wheel.
+.cache/venv-%/.installed: pyproject.toml | python-%
+	rm -rf .cache/venv-$*
+	$(PYTHON_AT) -m venv --without-pip .cache/venv-$*
+	.cache/venv-$*/bin/python .cache/python-$*/pip.whl/pip install --quiet --disable-pip-version-check \
+		-e '.[test]'
+	.cache/venv-$*/bin/python -m compileall -q orchestrator
+	touch $@
+
+python-%: $(CURDIR)/.cache/python-%/root/usr/bin/python3
+	@$(PYTHON_AT) --version
+
+$(CURDIR)/.cache/python-%/root/usr/bin/python3:
+	.ci/fetch-python $* $(CURDIR)/.cache/python-$*
+
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tests
 	$(BIN)/ruff format --check orchestrator tests

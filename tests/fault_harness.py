@@ -6,7 +6,7 @@ An event is a finished plan step (`runner._do` returned: "Write", "Run:genrsa", 
 made while committing ("replace index.txt", "rename certs", "link ca.key"). Each event is appended to LOG
 before WHEN is looked at, so WHEN = "never" lists every point at which a kill can land. WHEN = "Verify"
 kills after the first event that starts with that text, "Run:ca@2" after the second one (keys are made
-in parallel threads, so a plain count would not always land on the same kind of step).
+in parallel processes, so a plain count would not always land on the same kind of step).
 
 Nothing in the product knows about this: the launcher wraps the functions from outside, in its own
 process, and kills that process with SIGKILL, which no handler or `finally` can intercept.
@@ -14,10 +14,10 @@ process, and kills that process with SIGKILL, which no handler or `finally` can 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,18 +28,23 @@ from orchestrator.cli import main
 
 def install(when: str, log: Path) -> None:
     prefix, _, nth = when.partition("@")
-    seen = 0
-    guard = threading.Lock()
+    run = os.getpid()
+    killed = log.with_name(log.name + ".killed")
 
     def event(what: str) -> None:
-        nonlocal seen
-        with guard:
-            with log.open("a") as handle:
-                handle.write(what + "\n")
-            if what.startswith(prefix):
-                seen += 1
-                if seen == int(nth or 1):
-                    os.kill(os.getpid(), signal.SIGKILL)
+        # Keys are made in child processes (runner._run): they log here too, one process at a time. After
+        # the kill, the children left running as orphans finish their keys unlogged (the run is over).
+        with log.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if killed.exists():
+                return
+            handle.write(what + "\n")
+            handle.flush()
+            seen = sum(line.startswith(prefix) for line in log.read_text().splitlines())
+            if what.startswith(prefix) and seen == int(nth or 1):
+                killed.touch()
+                os.kill(run, signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)  # a child: it stops where the event happened
 
     real_do = runner._do
 

@@ -286,14 +286,16 @@ def issue(
     if sys.stdout.isatty() and not quiet:
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
+        # Refreshed by each step, not by a thread of its own: runner._run forks, never beside another thread.
+        columns = SpinnerColumn(), TextColumn("{task.description}")
+        with Progress(*columns, transient=True, auto_refresh=False) as bar:
             counter = bar.add_task("issuing certificates …", total=None)
             done = 0
 
             def advance(cert: str) -> None:
                 nonlocal done
                 done += 1
-                bar.update(counter, description=f"{done} verified, last: {cert}")
+                bar.update(counter, description=f"{done} verified, last: {cert}", refresh=True)
 
             result = runner.issue(
                 the_spec, out, openssl.find, jobs or 0, progress=advance, planner=planner, backup=backup

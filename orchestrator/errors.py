@@ -59,11 +59,12 @@ def _show(value: object) -> str:
 
 
 class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived while a run committed: it was held until the commit was complete, then
-    honoured (`interrupted`, and the shell's status for that signal: 143, 130)."""
+    """SIGTERM or SIGINT stopped a run where it could stop cleanly (before a step, or once its commit was
+    whole): `interrupted`, and the shell's status for that signal: 143, 130."""
 
     def __init__(self, signum: int) -> None:
         super().__init__("interrupted")
+        self.signum = signum
         self.status = 128 + signum
 
 

@@ -97,7 +97,8 @@ def issue(
     work = out / names.STATE_DIR
     work.mkdir(mode=names.DIR_MODE, exist_ok=True)
     work.chmod(names.DIR_MODE)  # it holds staged keys
-    with _locked(work / "lock"), _umask(0o077), _terminate_as_interrupt():
+    signals = _Signals()
+    with _locked(work / "lock"), _umask(0o077), signals.caught():
         # First undo what a killed run left (a certs directory mid-swap is put back), then look.
         _remove_leftovers(work)
         todo = planner(out) if planner else pending(spec, out)
@@ -108,8 +109,8 @@ def issue(
             _stage_inputs(todo, out, stage)
             if tool is None and any(isinstance(s, Run) for s in todo.steps):
                 tool = find()
-            _run(todo, stage, tool, jobs or os.cpu_count() or 1, progress or (lambda _: None))
-            with _signals_deferred():
+            _run(todo, stage, tool, jobs or os.cpu_count() or 1, progress or (lambda _: None), signals)
+            with signals.held():
                 changed, kept = _commit(todo, out, stage, work, backup)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -118,8 +119,7 @@ def issue(
         # into its staging folder after the first clean-up took it away (seen: `openssl ca` renaming
         # index.txt.new into place there).
         _remove_leftovers(work)
-        if _stop:  # held while committing (_signals_deferred): honoured now that the commit is whole
-            raise Interrupted(_stop[0])
+        signals.check()  # one held while committing is honoured now that the commit is whole
     return Result(todo, tuple(changed), transcript, kept)
 
 
@@ -259,11 +259,15 @@ def check_ca_keys(spec: Spec, out: Path) -> None:
 # ---------------------------------------------------------------------------------------- running
 
 
-def _run(todo: Plan, stage: Path, openssl: OpenSSL | None, jobs: int, progress: Progress) -> None:
+def _run(
+    todo: Plan, stage: Path, openssl: OpenSSL | None, jobs: int, progress: Progress, signals: _Signals
+) -> None:
+    """Every step of the plan in `stage`; a signal stops it before the next step (Interrupted)."""
     steps = list(todo.steps)
     # Folders and configs depend on nothing: make them first.
     early = {i for i, s in enumerate(steps) if isinstance(s, MakeDirs) or is_config(s)}
     for i in sorted(early):
+        signals.check()
         _do(steps[i], stage, openssl)
     # Each new key and the CSR made from it (~90% of the time) depend on nothing else: run those chains
     # `jobs` at a time, each in a child process; every other step runs here in the plan's order, waiting
@@ -278,10 +282,11 @@ def _run(todo: Plan, stage: Path, openssl: OpenSSL | None, jobs: int, progress: 
         for i, step in enumerate(steps):
             if i in chain_of:
                 while chain_of[i] not in finished:
-                    _start_chains(chains, steps, running, finished, jobs, stage, openssl)
+                    _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
                     finished.add(_reap(running))
             elif i not in early:
-                _start_chains(chains, steps, running, finished, jobs, stage, openssl)
+                _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
+                signals.check()
                 _do(step, stage, openssl)
             if isinstance(step, Verify):
                 progress(step.expect.cert)
@@ -305,19 +310,20 @@ def _start_chains(
     jobs: int,
     stage: Path,
     openssl: OpenSSL | None,
+    signals: _Signals,
 ) -> None:
     """Start the next chains in plan order, until `jobs` run."""
     for n, chain in enumerate(chains):
         if len(running) >= jobs:
             return
         if n not in running and n not in finished:
-            running[n] = _fork([steps[i] for i in chain], stage, openssl)
+            running[n] = _fork([steps[i] for i in chain], stage, openssl, signals)
 
 
-_INTERRUPTED = "interrupted\n"  # how a child says it was stopped by a signal (the rest: a RunError)
+_INTERRUPTED = "interrupted by signal "  # how a child says a signal stopped it (anything else: a RunError)
 
 
-def _fork(steps: list[Step], stage: Path, openssl: OpenSSL | None) -> _Child:
+def _fork(steps: list[Step], stage: Path, openssl: OpenSSL | None, signals: _Signals) -> _Child:
     """Run `steps` in a child process; `_reap` says how it ended."""
     read, write = os.pipe()
     pid = os.fork()
@@ -325,12 +331,16 @@ def _fork(steps: list[Step], stage: Path, openssl: OpenSSL | None) -> _Child:
         status = 0
         try:
             os.close(read)
-            _do_all(steps, stage, openssl)
+            for step in steps:
+                signals.check()  # the child inherits the handlers: a Ctrl-C reaches it too
+                _do(step, stage, openssl)
         except BaseException as e:
             status = 1
             said = str(e) if isinstance(e, RunError) else f"{type(e).__name__}: {e}"
+            if isinstance(e, Interrupted):
+                said = f"{_INTERRUPTED}{e.signum}"
             with suppress(OSError):
-                os.write(write, ((_INTERRUPTED if isinstance(e, KeyboardInterrupt) else "") + said).encode())
+                os.write(write, said.encode())
         finally:
             os._exit(status)
     os.close(write)
@@ -347,7 +357,7 @@ def _reap(running: dict[int, _Child]) -> int:
         said = error.read().decode(errors="replace")
     _, status = os.waitpid(child.pid, 0)
     if said.startswith(_INTERRUPTED):
-        raise KeyboardInterrupt(said.removeprefix(_INTERRUPTED))
+        raise Interrupted(int(said.removeprefix(_INTERRUPTED)))
     if said or status != 0:
         raise RunError(said or f"the process making a key ended with wait status {status}")
     return n
@@ -368,14 +378,7 @@ def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
     return chains
 
 
-def _do_all(steps: list[Step], stage: Path, openssl: OpenSSL | None) -> None:
-    for step in steps:
-        _do(step, stage, openssl)
-
-
 def _do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
-    if _stop:
-        raise KeyboardInterrupt(f"signal {_stop[0]}")
     match step:
         case Run(argv=argv, writes=writes):
             assert openssl is not None  # `issue` finds it when the plan has a command to run
@@ -618,45 +621,50 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (docker stop, a CI timeout) and Ctrl-C end the run like an interrupt, through every
-    `finally`, so the staging folder with its keys is removed. (SIGKILL cannot be caught: the next run
-    cleans up.) The interrupt is raised at the next step, not wherever the signal lands: raised inside
-    `sh` while it holds its own locks, it left key-pool threads waiting on them forever."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Signals:
+    """SIGTERM (docker stop, a CI timeout) and SIGINT (Ctrl-C) during one run. The handler only records
+    them; the run honours one where it can stop cleanly: before its next step, or right after the commit,
+    during which they are held (`held`). It then ends with Interrupted (`interrupted`, exit 143 or 130),
+    through every `finally`, so the staging folder with its keys is removed. (SIGKILL cannot be caught:
+    the next run cleans up.) Raised wherever the signal landed, an interrupt inside `sh` while it held its
+    own locks left the processes waiting on them forever."""
 
-    def request_stop(signum: int, _frame: object) -> None:
-        _stop.append(signum)
+    def __init__(self) -> None:
+        self.received: list[int] = []
 
-    _stop.clear()
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _stop.clear()
+    def check(self) -> None:
+        if self.received:
+            raise Interrupted(self.received[0])
 
+    @contextmanager
+    def caught(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread: a library caller's concern
+            return
 
-_stop: list[int] = []  # signals received during a run; every step checks it before it starts
+        def record(signum: int, _frame: object) -> None:
+            self.received.append(signum)
 
+        previous = {sig: signal.signal(sig, record) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered (to
-    `_terminate_as_interrupt`'s handler; `issue` then ends with Interrupted)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered to
+        the handler, and `check` after the commit honours it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

@@ -16,6 +16,10 @@ TERMINATE = b"X" + struct.pack("!I", 4)
 # A first answer longer than this is not a PostgreSQL server's (an ErrorResponse is a few hundred bytes).
 MAX_MESSAGE = 1 << 16
 
+# What comes between AuthenticationOk and ReadyForQuery: ParameterStatus, BackendKeyData, NoticeResponse.
+_BEFORE_READY = (b"S", b"K", b"N")
+_MAX_MESSAGES = 1000
+
 # AuthenticationRequest codes other than 0 (Ok): the server wants something else than the certificate.
 _AUTH_ASKED = {3: "a password", 5: "an MD5 password", 10: "SASL (SCRAM) authentication"}
 
@@ -34,25 +38,33 @@ class Answer:
 
 
 def read_answer(recv: Callable[[int], bytes]) -> Answer:
-    """The server's first message after a StartupMessage: AuthenticationOk, another authentication
-    request, or an ErrorResponse (its message and SQLSTATE). `recv(n)` returns exactly n bytes, or fewer
-    when the connection closed."""
-    header = recv(5)
-    if len(header) < 5:
-        return Answer(False, "the server closed the connection without an answer")
-    kind, length = header[:1], struct.unpack("!I", header[1:])[0]
-    if not 4 <= length <= MAX_MESSAGE:
-        return Answer(False, f"not a PostgreSQL answer (message {kind!r}, length {length})")
-    body = recv(length - 4)
-    if kind == b"R" and len(body) >= 4:
-        code = struct.unpack("!I", body[:4])[0]
-        if code == 0:
+    """What the server answers a StartupMessage: logged in is ReadyForQuery after AuthenticationOk (a
+    server checks the certificate first, then the role: PostgreSQL sends AuthenticationOk and then
+    `role "x" does not exist`); refused is an ErrorResponse (its message and SQLSTATE) or a request for
+    something else than the certificate. `recv(n)` returns exactly n bytes, or fewer when the connection
+    closed."""
+    authenticated = False
+    for _ in range(_MAX_MESSAGES):
+        header = recv(5)
+        if len(header) < 5:
+            return Answer(False, "the server closed the connection without an answer")
+        kind, length = header[:1], struct.unpack("!I", header[1:])[0]
+        if not 4 <= length <= MAX_MESSAGE:
+            return Answer(False, f"not a PostgreSQL answer (message {kind!r}, length {length})")
+        body = recv(length - 4)
+        if kind == b"R" and len(body) >= 4:
+            code = struct.unpack("!I", body[:4])[0]
+            if code != 0:
+                asked = _AUTH_ASKED.get(code, f"authentication method {code}")
+                return Answer(False, f"the server asks for {asked}: it did not accept the certificate alone")
+            authenticated = True
+        elif kind == b"E":
+            return Answer(False, error_text(body))
+        elif kind == b"Z" and authenticated:
             return Answer(True, "authenticated")
-        asked = _AUTH_ASKED.get(code, f"authentication method {code}")
-        return Answer(False, f"the server asks for {asked}: it did not accept the certificate alone")
-    if kind == b"E":
-        return Answer(False, error_text(body))
-    return Answer(False, f"not a PostgreSQL answer (message {kind!r})")
+        elif kind not in _BEFORE_READY:
+            return Answer(False, f"not a PostgreSQL answer (message {kind!r})")
+    return Answer(False, "no ReadyForQuery from the server")
 
 
 def error_text(body: bytes) -> str:

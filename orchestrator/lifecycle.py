@@ -292,13 +292,16 @@ def rollout(
         )
     confirm = probe_command(spec, out, nodes)
     if confirm:
-        lines.append(f"  then, to confirm every node serves its new certificate (no `stale`): {confirm}")
+        # After --finish a node's own files are unchanged: what the probe shows is that none still
+        # serves a certificate of the old CA, which certs/ca.crt no longer holds (untrusted).
+        what = "a certificate of the new CA" if stage == "finish" else "its new certificate (no `stale`)"
+        lines.append(f"  then, to confirm every node serves {what}: {confirm}")
     if stage == "rotate":
         flag = f" --config {script.quote(config)}" if config else ""
         lines.append("3 of 3, once every node and client runs on the new certificates:")
         lines.append(f"  crdb-certs rotate-ca --finish{flag} --out {script.quote(out)}")
         if confirm:
-            lines.append(f"  then, again: {confirm}")
+            lines.append(f"  then copy what it names, and again: {confirm}")
     return "\n".join(lines)
 
 
@@ -306,7 +309,7 @@ def probe_command(spec: Spec, out: Path, nodes: list[str]) -> str | None:
     """`crdb-certs probe` of these nodes' SQL ports, each by its first host a client can dial (a wildcard
     names none); None when there is no node to probe."""
     hosts = {n.name: next((h for h in n.hosts if not h.startswith("*")), None) for n in spec.nodes}
-    targets = [probe.address(host) for name in nodes if (host := hosts.get(name))]
+    targets = list(dict.fromkeys(probe.address(host) for name in nodes if (host := hosts.get(name))))
     if not targets:
         return None
     return f"crdb-certs probe {script.join(targets)} --out {script.quote(out)}"

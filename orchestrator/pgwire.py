@@ -59,7 +59,8 @@ def read_answer(recv: Callable[[int], bytes]) -> Answer:
                 return Answer(False, f"the server asks for {asked}: it did not accept the certificate alone")
             authenticated = True
         elif kind == b"E":
-            return Answer(False, error_text(body))
+            after = "the certificate was accepted, then: " if authenticated else ""
+            return Answer(False, after + error_text(body))
         elif kind == b"Z" and authenticated:
             return Answer(True, "authenticated")
         elif kind not in _BEFORE_READY:

@@ -5,6 +5,7 @@ shipped in the package."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 from collections.abc import Iterator
@@ -123,7 +124,7 @@ def signed_cert(
     return where / "node.crt", where / "node.key"
 
 
-LOCAL = [x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+LOCAL = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
 
 
 # --------------------------------------------------------------------------------- the SQL port

@@ -185,6 +185,15 @@ def parse_principal_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
+def principals(leaf: x509.Certificate, principal_map: Mapping[str, str]) -> list[str]:
+    """The principals CockroachDB reads from a certificate: CN (the last one, as Go reads it) then every
+    DNS SAN, each through --cert-principal-map."""
+    cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    found = [str(cns[-1].value)] if cns else []
+    found += sans_of(leaf)[0]
+    return [principal_map.get(p, p) for p in found]
+
+
 def audit(
     directory: Path,
     env: Mapping[str, str] | None = None,
@@ -571,11 +580,7 @@ class _Audit:
             )
 
     def principals(self, leaf: x509.Certificate) -> list[str]:
-        """CN (the last one, as Go reads it) then every DNS SAN, each through --cert-principal-map."""
-        cns = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        found = [str(cns[-1].value)] if cns else []
-        found += sans_of(leaf)[0]
-        return [self.principal_map.get(p, p) for p in found]
+        return principals(leaf, self.principal_map)
 
     def node_identity(self, cert: CertFile, leaf: x509.Certificate) -> None:
         found = self.principals(leaf)

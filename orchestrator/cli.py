@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -647,6 +648,101 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) 
     else:
         click.echo(report.text())
     return report.status
+
+
+@cli.command(name="probe")
+@click.argument("hosts", nargs=-1, required=True, metavar="HOST[:PORT]...")
+@config_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Judge against this output folder: certs/ca.crt, and what nodes/<name>/ holds for each node.",
+)
+@click.option(
+    "--certs-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Judge against this certs directory instead: its ca.crt and node.crt.",
+)
+@click.option("--user", default=None, help="Also log in as this user with client.<user>.crt (SQL port).")
+@click.option("--database", default="defaultdb", show_default=True, help="The database --user asks for.")
+@click.option("--http", is_flag=True, help="The DB Console port (plain TLS, default port 8080).")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object, described by orchestrator/probe.schema.json.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300),
+    default=5.0,
+    show_default=True,
+    help="Seconds for each connection, from connect to the last answer.",
+)
+@click.option(
+    "--within", default="30d", show_default=True, help="expires-soon: a certificate expiring within this."
+)
+@click.option(
+    "--cert-principal-map",
+    default=None,
+    help="The same <cert-principal>:<db-principal>,… mapping the nodes are started with.",
+)
+def probe_command(
+    hosts: tuple[str, ...],
+    config: Path | None,
+    out: Path | None,
+    certs_dir: Path | None,
+    user: str | None,
+    database: str,
+    http: bool,
+    output: str,
+    timeout: float,
+    within: str,
+    cert_principal_map: str | None,
+) -> int:
+    """What each running node serves, judged: chain, host name, dates, whether it is the certificate the
+    folder issued (a node that never reloaded serves an older one), and the principal it carries.
+
+    HOST[:PORT] (default port 26257, or 8080 with --http; IPv6 as [::1]:26257); many hosts are probed at
+    once. Exit 0 when all holds; 1 with one line per problem (untrusted, hostname, expired, expires-soon,
+    stale, client-refused); 2 for a usage error or a host that could not be reached (refused, timeout,
+    not TLS).
+    """
+    from orchestrator import probe, validate
+
+    if out is not None and certs_dir is not None:
+        raise UserError("--certs-dir: not with --out (one folder to compare with)")
+    if user is not None and http:
+        raise UserError("--user: not with --http (the DB Console does not speak the SQL protocol)")
+    port = probe.HTTP_PORT if http else probe.SQL_PORT
+    targets = [probe.parse_target(h, port) for h in hosts]
+    folder = probe.Folder()
+    if out is not None:
+        the_spec = load_spec(config, out, check_files=False)
+        folder = probe.from_output(the_spec, out, http)
+    elif certs_dir is not None:
+        if not certs_dir.is_dir():
+            raise UserError(f"--certs-dir: {certs_dir} is not a directory")
+        folder = probe.from_certs_dir(certs_dir, http)
+    options = probe.Options(
+        http=http,
+        timeout=timeout,
+        within=duration.parse("--within", within),
+        principal_map=audit.parse_principal_map(cert_principal_map),
+    )
+    if user is not None:
+        name = validate.user("--user", user)
+        options = replace(options, user=name, database=database, client=probe.client_context(folder, name))
+    found = probe.probe_all(targets, folder, options)
+    if output == "json":
+        click.echo(json.dumps(probe.as_json(found), indent=2, ensure_ascii=False))
+    else:
+        click.echo(probe.text(found))
+    return probe.status(found)
 
 
 @cli.command(name="list")

@@ -27,6 +27,7 @@ from orchestrator import (
     duration,
     names,
     plan,
+    probe,
     recipes,
     record,
     script,
@@ -298,11 +299,29 @@ def rollout(
         lines.append(
             f"  give {user}'s clients {certs / names.client_cert(user)} and {names.client_key(user)}"
         )
+    confirm = probe_command(spec, out, nodes)
+    if confirm:
+        # After --finish a node's own files are unchanged: what the probe shows is that none still
+        # serves a certificate of the old CA, which certs/ca.crt no longer holds (untrusted).
+        what = "a certificate of the new CA" if stage == Stage.FINISH else "its new certificate (no `stale`)"
+        lines.append(f"  then, to confirm every node serves {what}: {confirm}")
     if stage == Stage.ROTATE:
         flag = f" --config {script.quote(config)}" if config else ""
         lines.append("3 of 3, once every node and client runs on the new certificates:")
         lines.append(f"  crdb-certs rotate-ca --finish{flag} --out {script.quote(out)}")
+        if confirm:
+            lines.append(f"  then copy what it names, and again: {confirm}")
     return "\n".join(lines)
+
+
+def probe_command(spec: Spec, out: Path, nodes: list[str]) -> str | None:
+    """`crdb-certs probe` of these nodes' SQL ports, each by its first host a client can dial (a wildcard
+    names none); None when there is no node to probe."""
+    hosts = {n.name: next((h for h in n.hosts if not h.startswith("*")), None) for n in spec.nodes}
+    targets = list(dict.fromkeys(probe.address(host) for name in nodes if (host := hosts.get(name))))
+    if not targets:
+        return None
+    return f"crdb-certs probe {script.join(targets)} --out {script.quote(out)}"
 
 
 # ----------------------------------------------------------------------------------------- scripts

@@ -4,14 +4,17 @@ authentication for libpq clients with sslmode=verify-full."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +179,36 @@ class PostgresServer:
             raise ConnectionError(done.stderr.strip())
         return done.stdout.strip()
 
+    def sql(self, statement: str) -> None:
+        """Run a statement as the superuser, over the Unix socket."""
+        where = ("-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "-d", "postgres")
+        self._pg("psql", *where, "-c", statement)
+
+    def serve(self, cert: Path, key: Path) -> None:
+        """Replace the server's certificate and key and reload it (as SIGHUP does for CockroachDB); return
+        once it serves the new certificate."""
+        self._install(cert, key)
+        self._pg("pg_ctl", "-D", str(self.data), "reload")
+        wanted = x509.load_pem_x509_certificate(cert.read_bytes())
+        deadline = time.monotonic() + 10
+        while served_certificate(self.port) != wanted:  # a reload is asynchronous
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not load {cert}: {(self.dir / 'log').read_text()}")
+            time.sleep(0.05)
+
+    def replace_on_disk(self, cert: Path, key: Path) -> None:
+        """Replace the files only: the running server keeps serving what it loaded (a node not reloaded)."""
+        self._install(cert, key)
+
+    def _install(self, cert: Path, key: Path) -> None:
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
+            target = self.data / name
+            target.unlink()
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self.run_as:
+                shutil.chown(target, user=PG_USER)
+
     def stop(self) -> None:
         subprocess.run(
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
@@ -196,6 +229,94 @@ def postgres_logins(certs: Path, users: list[str]) -> list[str]:
         ]
     finally:
         server.stop()
+
+
+def served_certificate(port: int, host: str = "127.0.0.1") -> x509.Certificate | None:
+    """The certificate a PostgreSQL (or CockroachDB) SQL port serves: SSLRequest, 'S', then TLS."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=5) as raw:
+            raw.sendall(struct.pack("!II", 8, 80877103))
+            if raw.recv(1) != b"S":
+                return None
+            with context.wrap_socket(raw) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+class TcpListener:
+    """A plain TCP server on 127.0.0.1 that answers every connection with `answer` and closes it
+    (`answer=None`: says nothing and keeps it open, until stopped)."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.answer = answer
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # stopped
+            if self.answer is None:
+                self.held.append(conn)
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(64)
+                    conn.sendall(self.answer)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        _close_listener(self.server)
+        for conn in self.held:
+            conn.close()
+        self.thread.join(5)
+
+
+class TlsServer:
+    """Python `ssl` serving a certificate on 127.0.0.1, as the DB Console's HTTPS port does."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context.load_cert_chain(cert, key)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # stopped
+            conn.settimeout(5)
+            try:
+                with self.context.wrap_socket(conn, server_side=True):
+                    pass
+            except OSError:
+                conn.close()
+
+    def stop(self) -> None:
+        _close_listener(self.server)
+        self.thread.join(5)
+
+
+def _close_listener(server: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # shutdown wakes the thread blocked in accept(); close may not
+        server.shutdown(socket.SHUT_RDWR)
+    server.close()
 
 
 def _free_port() -> int:

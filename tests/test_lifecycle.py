@@ -281,6 +281,8 @@ def test_rotation_keeps_both_cas_trusted_during_the_roll_and_finish_drops_the_ol
     printed = capsys.readouterr().out
     assert "1 of 3" in printed and "pkill -SIGHUP -x cockroach" in printed
     assert f"crdb-certs rotate-ca --finish --config {spec} --out {out}" in printed
+    # ... and ends with the probe that shows each node took the change (each node's first host).
+    assert printed.rstrip().endswith(f"and again: crdb-certs probe localhost:26257 --out {out}")
 
     # Every CA file: the new CA first, then the old one.
     new_key = key_of(out / "my-safe-directory/ca.key")

@@ -5,15 +5,20 @@ certificate is checked by Python `ssl` and by libpq (PostgreSQL, sslmode=verify-
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import ssl
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from orchestrator import audit, record, spec
 from tests.conftest import crdb, write_spec
@@ -42,6 +47,7 @@ STATEFULSET_SANS = [
     "*.cockroachdb.db",
     "*.cockroachdb.db.svc.cluster.local",
 ]
+PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 POD = "cockroachdb-0.cockroachdb"  # a pod of the StatefulSet, as another pod in the namespace dials it
 POD_FQDN = f"{POD}.db.svc.cluster.local"
 
@@ -235,3 +241,266 @@ def test_libpq_verify_full_refuses_another_release(k8s_postgres: PostgresServer,
             certs / "ca.crt",
             host="other-0.other.db.svc.cluster.local",
         )
+
+
+# ------------------------------------------------------------------------------------ export k8s
+
+CRDB_SPEC = """\
+key_type = "ec"
+cert_days = 90
+
+[kubernetes]
+release = "crdb"
+namespace = "prod"
+
+[[nodes]]
+name = "vm1"
+hosts = ["vm1.example.com", "10.0.0.1"]
+
+[[clients]]
+user = "root"
+
+# user names YAML would read as something else, were the manifest pasted together
+[[clients]]
+user = "null"
+
+[[clients]]
+user = "0123"
+"""
+DNS_1123 = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": DNS_1123.pattern, "maxLength": 253}},
+}
+# What the API server requires of each resource (core/v1 Secret; cert-manager.io/v1 Issuer, Certificate).
+SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("v1", "Secret"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "type", "data"],
+        "properties": {
+            "metadata": METADATA,
+            "type": {"enum": ["kubernetes.io/tls", "Opaque"]},
+            "data": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "contentEncoding": "base64"},
+            },
+        },
+    },
+    ("cert-manager.io/v1", "Issuer"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["ca"],
+                "properties": {
+                    "ca": {
+                        "type": "object",
+                        "required": ["secretName"],
+                        "properties": {"secretName": {"type": "string"}},
+                    }
+                },
+            },
+        },
+    },
+    ("cert-manager.io/v1", "Certificate"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["secretName", "issuerRef"],
+                "properties": {
+                    "secretName": {"type": "string", "pattern": DNS_1123.pattern},
+                    "issuerRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                            "group": {"const": "cert-manager.io"},
+                        },
+                    },
+                    "commonName": {"type": "string", "maxLength": 64},
+                    "dnsNames": {"type": "array", "items": {"type": "string"}},
+                    "ipAddresses": {"type": "array", "items": {"type": "string"}},
+                    "duration": {"type": "string", "pattern": r"^[0-9]+h$"},
+                    "renewBefore": {"type": "string", "pattern": r"^[0-9]+h$"},
+                    "usages": {
+                        "type": "array",
+                        "items": {
+                            "enum": ["digital signature", "key encipherment", "server auth", "client auth"]
+                        },
+                    },
+                    "privateKey": {
+                        "type": "object",
+                        "properties": {
+                            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                            "size": {"type": "integer"},
+                            "rotationPolicy": {"enum": ["Never", "Always"]},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+CERT_MANAGER = ("--for", "cert-manager", "--include-ca-key")
+
+
+def read_manifest(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every document, checked against its resource's schema, by (kind, name)."""
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    found = {}
+    for doc in yaml.safe_load_all(path.read_text()):
+        jsonschema.validate(doc, SCHEMAS[(doc["apiVersion"], doc["kind"])])
+        found[(doc["kind"], doc["metadata"]["name"])] = doc
+    return found
+
+
+def decoded(doc: dict[str, Any]) -> dict[str, bytes]:
+    return {key: base64.b64decode(value, validate=True) for key, value in doc["data"].items()}
+
+
+@pytest.fixture(scope="module")
+def crdb_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("crdb")
+    path = write_spec(folder, CRDB_SPEC)
+    assert crdb("issue", "--config", path, "--out", folder / "pki", "--quiet") == 0
+    return folder / "pki"
+
+
+def export(pki: Path, out: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = crdb("export", "k8s", "--from", pki, "--out", out, *args)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_helm_exports_the_statefulset_node_under_the_chart_s_names(
+    k8s_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = export(k8s_pki, tmp_path / "helm.yaml", capsys)
+    assert status == 0
+    found = read_manifest(tmp_path / "helm.yaml")
+    assert set(found) == {("Secret", f"cockroachdb-{n}") for n in ("node", "root", "maxroach")}
+    assert all(d["metadata"]["namespace"] == "db" for d in found.values())  # [kubernetes] namespace
+    node = decoded(found[("Secret", "cockroachdb-node")])
+    assert node["tls.crt"] == (k8s_pki / "nodes/node/node.crt").read_bytes()
+    assert "tls.certs.nodeSecret=cockroachdb-node,tls.certs.clientRootSecret=cockroachdb-root" in out
+    # --for helm is the default, and says the same
+    assert export(k8s_pki, tmp_path / "same.yaml", capsys, "--for", "helm")[0] == 0
+    assert (tmp_path / "same.yaml").read_text() == (tmp_path / "helm.yaml").read_text()
+
+
+def test_operator_names_and_the_ca_secret(
+    crdb_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = export(crdb_pki, tmp_path / "op.yaml", capsys, "--for", "operator")
+    assert status == 0
+    found = read_manifest(tmp_path / "op.yaml")
+    # Only the StatefulSet's node: vm1 runs outside Kubernetes.
+    assert set(found) == {("Secret", f"crdb-{n}") for n in ("node", "root", "null", "0123", "ca")}
+    assert all(d["metadata"]["namespace"] == "prod" for d in found.values())
+    ca = found[("Secret", "crdb-ca")]
+    assert ca["type"] == "Opaque"
+    assert decoded(ca) == {"ca.crt": (crdb_pki / "certs/ca.crt").read_bytes()}
+    node = decoded(found[("Secret", "crdb-node")])
+    assert set(node) == {"ca.crt", "tls.crt", "tls.key"}
+    assert node["tls.crt"] == (crdb_pki / "nodes/crdb/node.crt").read_bytes()
+    assert "spec.nodeTLSSecret: crdb-node and spec.clientTLSSecret: crdb-root" in out
+
+
+def test_operator_needs_one_node(
+    cluster_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = export(cluster_pki, tmp_path / "op.yaml", capsys, "--for", "operator")
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("error: --for: the operator gives every pod one node certificate")
+    assert not (tmp_path / "op.yaml").exists()
+
+
+def test_cert_manager_without_include_ca_key_is_refused(
+    crdb_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = export(crdb_pki, tmp_path / "cm.yaml", capsys, "--for", "cert-manager")
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: --include-ca-key: "), err
+    assert not (tmp_path / "cm.yaml").exists()
+    status, _, err = export(crdb_pki, tmp_path / "cm.yaml", capsys, "--include-ca-key")
+    assert status == 2 and err.startswith("error: --include-ca-key: is only for --for cert-manager"), err
+    assert not (tmp_path / "cm.yaml").exists()
+
+
+def test_cert_manager_issuer_and_the_chart_s_certificates(
+    crdb_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = export(
+        crdb_pki, tmp_path / "cm.yaml", capsys, "--for", "cert-manager", "--include-ca-key"
+    )
+    assert status == 0
+    assert "WARNING" in err and "CA's private key" in err and "leaves this machine" in err
+    found = read_manifest(tmp_path / "cm.yaml")
+    assert set(found) == {
+        ("Secret", "crdb-ca-key-pair"),
+        ("Issuer", "crdb-ca-issuer"),
+        ("Certificate", "crdb-node"),  # the chart's <fullname>-node and <fullname>-root-client
+        ("Certificate", "crdb-root-client"),
+        ("Certificate", "crdb-null-client"),
+        ("Certificate", "crdb-0123-client"),
+    }
+    # The Issuer's Secret holds our CA, as cert-manager's CA issuer wants it (tls.crt + tls.key).
+    issuer = found[("Issuer", "crdb-ca-issuer")]
+    backing = decoded(found[("Secret", issuer["spec"]["ca"]["secretName"])])
+    assert backing["tls.key"] == (crdb_pki / "my-safe-directory/ca.key").read_bytes()
+    assert backing["tls.crt"] == (crdb_pki / "certs/ca.crt").read_bytes()
+    ca_cert = x509.load_pem_x509_certificate(backing["tls.crt"])
+    key = serialization.load_pem_private_key(backing["tls.key"], password=None)
+    assert ca_cert.public_key().public_bytes(*PUBLIC) == key.public_key().public_bytes(*PUBLIC)
+
+    certificates = {name: doc["spec"] for (kind, name), doc in found.items() if kind == "Certificate"}
+    for spec_ in certificates.values():
+        assert spec_["issuerRef"] == {"name": "crdb-ca-issuer", "kind": "Issuer", "group": "cert-manager.io"}
+        assert (spec_["duration"], spec_["renewBefore"]) == ("2160h", "720h")  # cert_days = 90
+        assert spec_["privateKey"]["algorithm"] == "ECDSA"
+        assert spec_["subject"] == {"organizations": ["Cockroach"]}
+    node = certificates["crdb-node"]
+    assert node["secretName"] == "cockroachdb-node" and node["commonName"] == "node"
+    assert node["dnsNames"] == [
+        "localhost",
+        "crdb-public",
+        "crdb-public.prod",
+        "crdb-public.prod.svc.cluster.local",
+        "*.crdb",
+        "*.crdb.prod",
+        "*.crdb.prod.svc.cluster.local",
+    ]
+    assert node["ipAddresses"] == ["127.0.0.1"]
+    assert {"server auth", "client auth"} <= set(node["usages"])
+    # The certificate cert-manager will make has the names of the one crdb-certs made.
+    made = sans(crdb_pki / "nodes/crdb/node.crt")
+    assert (made[0], made[1]) == (node["dnsNames"], node["ipAddresses"])
+    root = certificates["crdb-root-client"]
+    assert (root["secretName"], root["commonName"]) == ("cockroachdb-root", "root")
+    assert "server auth" not in root["usages"] and "client auth" in root["usages"]
+    assert certificates["crdb-null-client"]["commonName"] == "null"  # a string, not YAML's null
+    assert certificates["crdb-0123-client"]["commonName"] == "0123"  # not the number 123
+    assert "tls.certs.nodeSecret=cockroachdb-node,tls.certs.clientRootSecret=cockroachdb-root" in out
+    assert "tls.certs.certManagerIssuer.name=crdb-ca-issuer" in out
+    assert "kubectl rollout restart statefulset/crdb" in out
+
+
+def test_cert_manager_refuses_the_split_layouts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = 'layout = "split-node"\n' + K8S_SPEC
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", write_spec(tmp_path, text), "--out", out, "--quiet") == 0
+    status, _, err = export(out, tmp_path / "cm.yaml", capsys, *CERT_MANAGER)
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(
+        'error: layout: "split-node" is not what the Helm chart\'s cert-manager mode mounts'
+    )
+    assert not (tmp_path / "cm.yaml").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 import ssl
 import stat
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from orchestrator import audit, record, spec
-from tests.conftest import crdb, write_spec
+from tests.conftest import REPO, crdb, write_spec
 from tests.peers import Party, PostgresServer, handshake
 
 K8S_SPEC = """\
@@ -97,6 +98,12 @@ def test_the_record_writes_the_section_back(k8s_pki: Path, tmp_path: Path) -> No
     }
     assert held.data["spec"]["nodes"] == []  # the StatefulSet's node comes back from the section
     assert held.spec() == spec.load(write_spec(tmp_path, K8S_SPEC))
+
+
+def test_issue_says_how_to_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert crdb("issue", "--config", write_spec(tmp_path, K8S_SPEC), "--out", tmp_path / "my pki") == 0
+    assert f"crdb-certs export k8s --from '{tmp_path}/my pki' --out secrets.yaml" in capsys.readouterr().out
 
 
 def test_a_second_run_and_check_find_nothing_to_do(k8s_pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -504,3 +511,28 @@ def test_cert_manager_refuses_the_split_layouts(tmp_path: Path, capsys: pytest.C
         'error: layout: "split-node" is not what the Helm chart\'s cert-manager mode mounts'
     )
     assert not (tmp_path / "cm.yaml").exists()
+
+
+# ------------------------------------------------------------------------------------------- README
+
+
+def test_the_readme_s_kubernetes_commands_work_as_pasted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's Kubernetes section: its spec saved as k8s.toml and every crdb-certs line run as it is
+    written (kubectl needs a cluster: those lines are only checked to name the files export wrote)."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Kubernetes\n") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    (tmp_path / "k8s.toml").write_text(next(body for lang, body in blocks if lang == "toml"))
+    monkeypatch.chdir(tmp_path)
+    lines = [line for lang, body in blocks if lang == "sh" for line in body.splitlines()]
+    commands = [shlex.split(line, comments=True) for line in lines]
+    assert sum(c[0] == "crdb-certs" for c in commands) == 4
+    for argv in commands:
+        if argv[0] == "crdb-certs":
+            assert crdb(*argv[1:]) == 0, capsys.readouterr()
+        else:
+            assert argv[:3] == ["kubectl", "apply", "-f"] and (tmp_path / argv[3]).is_file()
+    assert list(yaml.safe_load_all((tmp_path / "cert-manager.yaml").read_text()))

@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import shlex
+import shutil
 import ssl
 import stat
 from collections.abc import Iterator
@@ -536,3 +537,19 @@ def test_the_readme_s_kubernetes_commands_work_as_pasted(
         else:
             assert argv[:3] == ["kubectl", "apply", "-f"] and (tmp_path / argv[3]).is_file()
     assert list(yaml.safe_load_all((tmp_path / "cert-manager.yaml").read_text()))
+
+
+def test_cert_manager_signs_with_the_new_ca_during_a_rotation(
+    crdb_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After rotate-ca, ca.crt holds the new CA and then the old one: the Issuer gets the new CA alone
+    (cert-manager would otherwise hand out the old CA as the root of every renewed certificate)."""
+    pki = tmp_path / "pki"
+    shutil.copytree(crdb_pki, pki, symlinks=True)
+    assert crdb("rotate-ca", "--out", pki) == 0
+    assert len(x509.load_pem_x509_certificates((pki / "certs/ca.crt").read_bytes())) == 2
+    assert export(pki, tmp_path / "cm.yaml", capsys, *CERT_MANAGER)[0] == 0
+    backing = decoded(read_manifest(tmp_path / "cm.yaml")[("Secret", "crdb-ca-key-pair")])
+    chain = x509.load_pem_x509_certificates(backing["tls.crt"])
+    assert chain == x509.load_pem_x509_certificates((pki / "certs/ca.crt").read_bytes())[:1]
+    assert backing["tls.key"] == (pki / "my-safe-directory/ca.key").read_bytes()

@@ -82,6 +82,8 @@ CODES: dict[str, str] = {
     "client-extra-principal": "a client certificate that also names other users",
     "eku": "extended key usage missing what the role needs",
     "san-missing": "a server certificate without DNS/IP subject alternative names",
+    "san-wildcard-single-label": "a wildcard followed by one label (*.cockroachdb): OpenSSL-based clients"
+    " refuse it",
     "ca-constraints": "a CA certificate that is not allowed to sign",
     "ca-no-root": "a CA file whose chain does not end in a self-signed root (OpenSSL/libpq refuse it)",
     "leaf-is-ca": "a node, UI or client certificate that is a CA",
@@ -577,6 +579,28 @@ class _Audit:
                 cert.name,
                 "has no DNS or IP subject alternative names: clients check host names against SANs only",
                 f"reissue {cert.name} with subjectAltName listing every host name and IP clients use",
+            )
+        # Measured: Go's TLS (CockroachDB) and libpq match x.cockroachdb against *.cockroachdb; OpenSSL's
+        # X509_check_host (openssl verify -verify_hostname, Python ssl, curl) wants two labels after the *.
+        narrow = [d for d in dns if d.startswith("*.") and d.count(".") == 1]
+        if narrow:
+            example = narrow[0].removeprefix("*.")
+            wider = max((d for d in dns if d.startswith(f"*.{example}.")), key=len, default=None)
+            fix = (
+                f"have OpenSSL-based clients connect as <pod>.{wider[2:]}, which {wider} here covers"
+                if wider
+                else f"have OpenSSL-based clients connect by a fully qualified name, e.g."
+                f" <pod>.{example}.<namespace>.svc.cluster.local, and list *.{example}.<namespace>.svc."
+                "cluster.local as a SAN too ([kubernetes] does)"
+            )
+            self.add(
+                "info",
+                "san-wildcard-single-label",
+                cert.name,
+                f"{', '.join(narrow)}: Go's TLS (CockroachDB, cockroach sql) and libpq accept it for"
+                f" <pod>.{example}, but OpenSSL's host check (Python ssl, curl, openssl verify) refuses a"
+                " wildcard followed by a single label",
+                fix,
             )
 
     def principals(self, leaf: x509.Certificate) -> list[str]:

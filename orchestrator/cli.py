@@ -586,7 +586,11 @@ def export_group(ctx: click.Context) -> None:
     required=True,
     help="The YAML file to write (0600: it holds the private keys).",
 )
-@click.option("--namespace", default=None, help="The namespace of every Secret [default: none given].")
+@click.option(
+    "--namespace",
+    default=None,
+    help="The namespace of every resource [default: the spec's [kubernetes] namespace, else none given].",
+)
 @config_option
 @click.option(
     "--from",
@@ -596,23 +600,51 @@ def export_group(ctx: click.Context) -> None:
     show_default=True,
     help="The output folder `issue` made.",
 )
-@click.option("--name-prefix", default="cockroachdb", show_default=True, help="Secret names start with it.")
-def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Path, name_prefix: str) -> int:
-    """Kubernetes Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user."""
+@click.option(
+    "--name-prefix",
+    default=None,
+    help="Secret names start with it [default: cockroachdb, the Helm chart's; --for operator: the"
+    " [kubernetes] release].",
+)
+@click.option(
+    "--for",
+    "target",
+    type=click.Choice(["helm", "operator", "cert-manager"]),
+    default="helm",
+    show_default=True,
+    help="Who reads them: the Helm chart (provided Secrets), the CockroachDB operator, or cert-manager"
+    " (an Issuer over this CA and the chart's Certificates).",
+)
+@click.option(
+    "--include-ca-key",
+    is_flag=True,
+    help="--for cert-manager: put the CA key into the Issuer's Secret (it leaves this machine).",
+)
+def export_k8s(
+    out: Path,
+    namespace: str | None,
+    config: Path | None,
+    source: Path,
+    name_prefix: str | None,
+    target: str,
+    include_ca_key: bool,
+) -> int:
+    """Kubernetes manifests: Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user
+    for the Helm chart or the operator, or a cert-manager Issuer and Certificates."""
     the_spec = load_spec(config, source)
     from orchestrator import k8s
 
-    found = k8s.secrets(the_spec, source, name_prefix)
-    k8s.write_private(out, k8s.manifest(found, namespace, source))
-    for secret in found:
-        click.echo(f"{out}: Secret {secret.name} ({secret.about})")
-    node_secrets = [s.name for s in found if s.about.startswith("node ")]
-    root_secret = next((s.name for s in found if s.about == "user root"), None)
-    if len(node_secrets) == 1 and root_secret:  # the chart gives every pod the same node secret
-        click.echo(
-            "Helm chart: --set tls.enabled=true,tls.certs.provided=true,tls.certs.tlsSecret=true,"
-            f"tls.certs.nodeSecret={node_secrets[0]},tls.certs.clientRootSecret={root_secret}"
+    done = k8s.export(the_spec, source, target, name_prefix, namespace, include_ca_key)
+    k8s.write_private(out, k8s.manifest(done, source))
+    if done.holds_ca_key:
+        _err(
+            f"WARNING: {out} holds the CA's private key, which now leaves this machine: whoever reads that"
+            " file, or the Issuer's Secret in the cluster, can issue certificates for every node and user."
         )
+    for line in done.made:
+        click.echo(f"{out}: {line}")
+    for line in done.handover:
+        click.echo(line)
     shown = script.quote(out)
     click.echo(f"Then: kubectl apply -f {shown}, and delete {shown}: it holds private keys.")
     return ExitStatus.OK

@@ -49,6 +49,11 @@ def next_steps(spec: Spec, out: Path) -> str:
             f"&sslkey={_pct(certs / names.client_key(user))}"
         )
         lines.append(f"  cockroach sql --url={quote(url)}")
+    if spec.kubernetes is not None:
+        lines.append(
+            f"  Kubernetes: crdb-certs export k8s --from {quote(out)} --out secrets.yaml"
+            " (the Helm chart; --for operator, or --for cert-manager --include-ca-key)"
+        )
     if _holds_a_key(out / names.SAFE_DIR):
         lines.append(f"  Keep {quote(out / names.SAFE_DIR)} off the nodes: it holds the CA key.")
     return "\n".join(lines)

@@ -65,7 +65,14 @@ def spec_data(spec: Spec) -> dict[str, Any]:
             data["ui"] |= {"cert": str(spec.ui.cert), "key": str(spec.ui.key)}
     if spec.ca is not None:
         data["ca"] = {"cert": str(spec.ca.cert), "key": str(spec.ca.key)}
-    data["nodes"] = [{"name": n.name, "hosts": list(n.hosts)} for n in spec.nodes]
+    k8s = spec.kubernetes
+    if k8s is not None:  # written as the section it was; its node comes back from it
+        data["kubernetes"] = {"release": k8s.release, "namespace": k8s.namespace}
+        data["kubernetes"]["cluster_domain"] = k8s.cluster_domain
+        if k8s.hosts:
+            data["kubernetes"]["hosts"] = list(k8s.hosts)
+    nodes = [n for n in spec.nodes if k8s is None or n.name != k8s.node]
+    data["nodes"] = [{"name": n.name, "hosts": list(n.hosts)} for n in nodes]
     data["clients"] = [{"user": c.user, **({"pkcs8": True} if c.pkcs8 else {})} for c in spec.clients]
     return data
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,33 @@ class ExternalCA:
 
 
 @dataclass(frozen=True)
+class Kubernetes:
+    """A CockroachDB StatefulSet (Helm chart or operator): one node certificate shared by every pod."""
+
+    release: str  # the StatefulSet's name: the chart's fullname, the operator's cluster name
+    namespace: str = "default"
+    cluster_domain: str = "cluster.local"
+    hosts: tuple[str, ...] = ()  # names added to the StatefulSet's own
+    node: str = "node"  # the node (folder nodes/<node>/) that carries the shared certificate
+
+    @property
+    def statefulset_hosts(self) -> tuple[str, ...]:
+        """The SANs the Helm chart's self-signer and the operator give a node, in their order."""
+        r, ns, domain = self.release, self.namespace, self.cluster_domain
+        public = f"{r}-public"
+        return (
+            "localhost",
+            "127.0.0.1",
+            public,
+            f"{public}.{ns}",
+            f"{public}.{ns}.svc.{domain}",
+            f"*.{r}",
+            f"*.{r}.{ns}",
+            f"*.{r}.{ns}.svc.{domain}",
+        )
+
+
+@dataclass(frozen=True)
 class Spec:
     profile: ProfileName
     layout: Layout
@@ -84,6 +111,8 @@ class Spec:
     # None: the profile's lifetimes (secure: CA 3660 days, leaves 365; docs: 365/365; docs-v19: 3660/1830).
     ca_days: int | None = None
     cert_days: int | None = None
+    # [kubernetes]: kept as written (for the record and `export k8s`); its node is in `nodes` too.
+    kubernetes: Kubernetes | None = None
 
 
 KEY_TYPES = ("rsa", "ec")
@@ -98,6 +127,7 @@ _TOP_KEYS = {
     "key_bits",
     "ca_days",
     "cert_days",
+    "kubernetes",
 }
 
 
@@ -141,8 +171,20 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
     clients = tuple(
         _client(f"clients[{i}]", c) for i, c in enumerate(_tables("clients", data.get("clients", [])))
     )
+    kubernetes = None
+    if "kubernetes" in data:
+        # The StatefulSet's node is a node like any other from here on (plan, bundles, audit); named
+        # `node`, or after the release beside [[nodes]] of its own.
+        kubernetes = _kubernetes(data["kubernetes"], node="node" if not nodes else None)
+        nodes += (Node(kubernetes.node, (*kubernetes.statefulset_hosts, *kubernetes.hosts)),)
     if not nodes and not clients:
         raise SpecError("nodes", [], "is empty, and so is clients: there is nothing to issue")
+    if kubernetes and any(n.name == kubernetes.node for n in nodes[:-1]):
+        raise SpecError(
+            "kubernetes.release",
+            kubernetes.release,
+            "is also the name of a [[nodes]] entry; rename that node",
+        )
     _unique("nodes", "name", [n.name for n in nodes])
     _unique("clients", "user", [c.user for c in clients])
     if layout != Layout.STANDARD and any(c.user == "node" for c in clients):
@@ -174,13 +216,39 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
             "cannot be combined with [ca], which gives one CA where split-ca needs two: use layout"
             ' "split-node", or have your CA sign both by `crdb-certs csr` and `crdb-certs import`',
         )
-    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days)
+    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days, kubernetes)
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:
     _no_unknown_keys(field, raw, {"name", "hosts"})
     name = validate.node_name(f"{field}.name", raw.get("name"))
     return Node(name=name, hosts=_hosts(f"{field}.hosts", raw.get("hosts")))
+
+
+def _kubernetes(raw: object, node: str | None) -> Kubernetes:
+    if not isinstance(raw, dict):
+        raise SpecError("kubernetes", raw, "is not a table")
+    _no_unknown_keys("kubernetes", raw, {"release", "namespace", "cluster_domain", "hosts"})
+    if "release" not in raw:
+        raise SpecError(
+            "kubernetes.release",
+            None,
+            "is required: the StatefulSet's name (the Helm chart's fullname, the operator's cluster name)",
+        )
+    # `<release>-public` is a DNS label too, so the release leaves room for "-public".
+    release = validate.k8s_label("kubernetes.release", raw.get("release"), max_length=63 - len("-public"))
+    namespace = validate.k8s_label("kubernetes.namespace", raw.get("namespace", "default"))
+    domain = validate.domain("kubernetes.cluster_domain", raw.get("cluster_domain", "cluster.local"))
+    found = Kubernetes(release, namespace, domain, node=node or release)
+    for host in found.statefulset_hosts:  # each within DNS' limits (253 characters)
+        validate.host("kubernetes.cluster_domain", host)
+    if "hosts" in raw:
+        hosts = _hosts("kubernetes.hosts", raw["hosts"])
+        for i, host in enumerate(hosts):
+            if host in found.statefulset_hosts:
+                raise SpecError(f"kubernetes.hosts[{i}]", host, "is already one of the StatefulSet's names")
+        found = replace(found, hosts=hosts)
+    return found
 
 
 def _client(field: str, raw: dict[str, Any]) -> Client:

@@ -24,7 +24,9 @@ _MAX_USER_BYTES = 63  # CockroachDB: "username is too long"
 def host(field: str, value: object) -> str:
     """A SAN value: an IP address (v4 or v6, canonical form) or a DNS name (A-label form, lower case).
 
-    A wildcard is allowed only as the whole left-most label (`*.example.com`), as TLS clients match it.
+    A wildcard is allowed only as the whole left-most label, with at least one label after it, as TLS
+    clients match it: `*.example.com`, and `*.cockroachdb` as CockroachDB's Kubernetes docs and Helm chart
+    write it (Go's TLS and libpq match it; OpenSSL's host check does not: audit notes that).
     """
     if not isinstance(value, str) or not value:
         raise SpecError(field, value, "is not a host name or IP address")
@@ -48,8 +50,8 @@ def host(field: str, value: object) -> str:
     ascii_name = ".".join(labels)
     if len(ascii_name) > 253:
         raise SpecError(field, value, "is longer than 253 characters")
-    if labels[0] == "*" and len(labels) < 3:
-        raise SpecError(field, value, "is a wildcard over a top-level domain; write *.<domain>.<tld>")
+    if labels[0] == "*" and len(labels) < 2:
+        raise SpecError(field, value, "is a wildcard with no label after it; write *.<domain>")
     # A name ending in a number is read as an IPv4 address by URL parsers and inet_aton (`0x7f.1`, `127.1`,
     # `555.1.1.1`); no top-level domain is numeric, so refuse it rather than guess which the user meant.
     if labels[-1].isdigit() or _HEX_NUMBER.match(labels[-1]):
@@ -128,6 +130,27 @@ def node_name(field: str, value: object) -> str:
             field, value, "is not a valid node name (lower-case letters, digits, '.', '_', '-'; at most 63)"
         )
     return value
+
+
+def k8s_label(field: str, value: object, max_length: int = 63) -> str:
+    """A Kubernetes name that is also a DNS label (RFC 1123): a namespace, a StatefulSet's name."""
+    if not isinstance(value, str) or not _LABEL.match(value):
+        raise SpecError(field, value, "is not a DNS-1123 label (lower-case letters, digits and '-')")
+    if len(value) > max_length:
+        raise SpecError(field, value, f"is longer than {max_length} characters")
+    return value
+
+
+def domain(field: str, value: object) -> str:
+    """A DNS domain such as a Kubernetes cluster domain (`cluster.local`): no wildcard, no IP address."""
+    if not isinstance(value, str) or "*" in value:
+        raise SpecError(field, value, "is not a DNS domain")
+    name = host(field, value)
+    if ":" in name or name.replace(".", "").isdigit():
+        raise SpecError(field, value, "is an IP address, not a DNS domain")
+    if name != value.lower().removesuffix(".") or not all(_LABEL.match(label) for label in name.split(".")):
+        raise SpecError(field, value, "is not a DNS domain (lower-case ASCII letters, digits, '-' and '.')")
+    return name
 
 
 def days(field: str, value: object, low: int = 1, high: int = 36600) -> int:

@@ -7,6 +7,7 @@ its canonical form, in the right field of a certificate that real openssl made (
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import subprocess
 import tempfile
@@ -457,6 +458,37 @@ def test_cnf_value_refuses_what_validation_must_stop_first(value: str) -> None:
     with pytest.raises(SpecError):
         validate.user("u", value)
     with pytest.raises(SpecError):
+        validate.host("h", value)
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        # As CockroachDB's Kubernetes docs and its Helm chart write them (issue 13).
+        ("*.cockroachdb", "*.cockroachdb"),
+        ("*.CockroachDB.db.svc.cluster.local.", "*.cockroachdb.db.svc.cluster.local"),
+        ("*.x", "*.x"),
+    ],
+)
+def test_a_wildcard_as_the_whole_left_most_label_is_accepted(value: str, canonical: str) -> None:
+    assert validate.host("h", value) == canonical
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("*", "is a wildcard with no label after it"),
+        ("*.", "is a wildcard with no label after it"),
+        ("a.*.cockroachdb", "has a wildcard that is not the whole left-most label"),
+        ("cockroachdb-*.cockroachdb", "has a wildcard that is not the whole left-most label"),
+        ("*.*.cockroachdb", "has a wildcard that is not the whole left-most label"),
+        ("*..cockroachdb", "has an empty label"),
+        ("*.-x", "is not a valid DNS name"),
+        ("*.123", "looks like an IP address"),
+    ],
+)
+def test_a_wildcard_anywhere_else_is_refused(value: str, reason: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(reason)):
         validate.host("h", value)
 
 

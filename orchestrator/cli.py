@@ -453,24 +453,44 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option(
     "--within", default="30d", show_default=True, help="The window: 12h, 30d, 2w (hours, days, weeks)."
 )
-def check_command(target: Path, within: str) -> int:
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json", "prometheus"]),
+    default="text",
+    show_default=True,
+    help="json: every certificate (orchestrator/check.schema.json); prometheus: one gauge sample per"
+    " certificate, for node_exporter's textfile collector (`export alert-rules` alerts on them).",
+)
+def check_command(target: Path, within: str, output: str) -> int:
     """Exit 1 if a certificate in TARGET expires within the window (each listed), 0 if none does.
 
     TARGET is a certs directory, or an output folder (its certs/ and every nodes/<name>/ are checked).
-    For cron and CI: exit 2 on a usage error.
+    For cron and CI: exit 2 on a usage error. With --format json or prometheus every certificate is
+    written, and the exit status is the same.
     """
     window = duration.parse("--within", within)
     now = datetime.now(UTC)
     found, seen = lifecycle.expiring(target, window, now)
     interrupted = lifecycle.interrupted_rotations(target)
+    status = ExitStatus.FINDINGS if found or interrupted else ExitStatus.OK
+    if output != "text":
+        from orchestrator import monitoring
+
+        every = lifecycle.inventory(target)
+        if output == "json":
+            report = monitoring.as_json(target, every, interrupted, now, window)
+            click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        else:
+            click.echo(monitoring.prometheus(every, interrupted, now), nl=False)
+        return status
     for line in interrupted:
         click.echo(line)
     for expiry in found:
         click.echo(expiry.line(now))
-    if found or interrupted:
-        return ExitStatus.FINDINGS
-    click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
-    return ExitStatus.OK
+    if status == ExitStatus.OK:
+        click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
+    return status
 
 
 @cli.group(name="export", invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
@@ -516,6 +536,29 @@ def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Pa
         )
     shown = script.quote(out)
     click.echo(f"Then: kubectl apply -f {shown}, and delete {shown}: it holds private keys.")
+    return ExitStatus.OK
+
+
+@export_group.command(name="alert-rules")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The rules file to write (YAML), for Prometheus' rule_files.",
+)
+def export_alert_rules(out: Path) -> int:
+    """Prometheus alerting rules over `check --format prometheus`, with CockroachDB's own thresholds.
+
+    A CA (or client or UI CA) under 366 days left, a node certificate under 183, the DB Console's under 20,
+    a client certificate under 30; any certificate expired; samples not refreshed for 2 days; errors.
+    """
+    from orchestrator import monitoring
+
+    try:
+        out.write_text(monitoring.alert_rules(), encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--out: {script.quote(out)} cannot be written: {e.strerror}") from None
+    click.echo(f"{out}: Prometheus alerting rules (test them: promtool check rules {script.quote(out)})")
     return ExitStatus.OK
 
 

@@ -241,6 +241,52 @@ def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
     return ExitStatus.OK
 
 
+@cli.command(name="init")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False), default="certs.toml")
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    metavar="NAME=HOST,HOST",
+    help="A node and the names and addresses it is reached by (repeat for each node)"
+    " [default: node1=localhost,127.0.0.1].",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    help="A SQL user to make a client certificate for (repeat) [default: root].",
+)
+@click.option("--kubernetes", "release", default=None, help="The Helm release (or operator cluster) name.")
+@click.option("--namespace", default="default", show_default=True, help="Its namespace (with --kubernetes).")
+@click.option("--profile", type=click.Choice(spec.PROFILES), default="secure", show_default=True)
+@click.option("--layout", type=click.Choice(spec.LAYOUTS), default="standard", show_default=True)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def init_command(
+    file: Path,
+    nodes: tuple[str, ...],
+    users: tuple[str, ...],
+    release: str | None,
+    namespace: str,
+    profile: str,
+    layout: str,
+    force: bool,
+) -> int:
+    """Write a commented spec to start from (FILE, default certs.toml), which `issue` accepts as it is.
+
+    Every optional key is in it, commented out with its default. An existing FILE is kept unless --force.
+    """
+    from orchestrator import init
+
+    if release is None and namespace != "default":
+        raise UserError(f"--namespace: {namespace!r} needs --kubernetes RELEASE")
+    kubernetes = (release, namespace) if release is not None else None
+    text = init.spec_text([init.parse_node(n) for n in nodes], list(users), profile, layout, kubernetes)
+    init.write(file, text, force)
+    click.echo(f"{file}: written; next: crdb-certs issue --config {script.quote(file)} --out DIR")
+    return ExitStatus.OK
+
+
 @cli.command(name="plan")
 @config_option
 @out_option("Print only what `issue --out DIR` would still run there (default: the whole run).", default=None)

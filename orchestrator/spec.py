@@ -32,6 +32,7 @@ class Client:
 
 
 UI_ISSUERS = ("node-ca", "ui-ca", "import")
+DEFAULT_ORGANIZATION = "Cockroach"  # the docs' O=, and `cockroach cert`'s
 MAX_CN = 64  # ub-common-name (RFC 5280); user names are shorter (validate.user: at most 63 bytes)
 
 
@@ -72,6 +73,7 @@ class Spec:
     # None: the profile's lifetimes (secure: CA 3660 days, leaves 365; docs: 365/365; docs-v19: 3660/1830).
     ca_days: int | None = None
     cert_days: int | None = None
+    organization: str = DEFAULT_ORGANIZATION  # [subject] organization: the O= of every certificate
 
 
 KEY_TYPES = ("rsa", "ec")
@@ -86,6 +88,7 @@ _TOP_KEYS = {
     "key_bits",
     "ca_days",
     "cert_days",
+    "subject",
 }
 
 
@@ -156,7 +159,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
             "cannot be combined with [ca], which gives one CA where split-ca needs two: use layout"
             ' "split-node", or have your CA sign both by `crdb-certs csr` and `crdb-certs import`',
         )
-    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days)
+    organization = _subject(data["subject"]) if "subject" in data else DEFAULT_ORGANIZATION
+    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days, organization)
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:
@@ -193,6 +197,13 @@ def _ui(raw: object, base: Path) -> UI:
         return UI(hosts, issuer)
     # The files are checked where they are used (imports.check_files): loading a spec reads no other file.
     return UI(hosts, issuer, _file("ui.cert", raw.get("cert"), base), _file("ui.key", raw.get("key"), base))
+
+
+def _subject(raw: object) -> str:
+    if not isinstance(raw, dict):
+        raise SpecError("subject", raw, "is not a table")
+    _no_unknown_keys("subject", raw, {"organization"})
+    return validate.organization("subject.organization", raw.get("organization"))
 
 
 def _external_ca(raw: object, base: Path) -> ExternalCA:

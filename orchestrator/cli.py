@@ -4,6 +4,7 @@ so tests call it in-process."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from orchestrator import (
 )
 from orchestrator.errors import ExitStatus, Interrupted, UserError
 from orchestrator.nextsteps import next_steps
-from orchestrator.steps import Plan
+from orchestrator.steps import Plan, Verify
 
 Say = Callable[[str], None]
 
@@ -130,9 +131,20 @@ def _help_without_command(ctx: click.Context) -> None:
     subcommand_metavar="COMMAND [ARGS]...",
 )
 @click.version_option(package_name="crdb-certs")
+@click.option(
+    "--openssl",
+    "openssl_path",
+    metavar="PATH",
+    default=None,
+    help=f"The openssl to run (a Homebrew or custom build) [default: ${openssl.ENV}, else openssl on PATH].",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, openssl_path: str | None) -> None:
     """CockroachDB certificates with openssl, the way the docs make them, without their mistakes."""
+    if openssl_path is not None:
+        openssl.choose(openssl_path)
+    elif os.environ.get(openssl.ENV):
+        openssl.choose(os.environ[openssl.ENV], openssl.ENV)
     _help_without_command(ctx)
 
 
@@ -188,19 +200,30 @@ def issue(
 
     backup = out / names.BACKUP_DIR
     if sys.stdout.isatty() and not quiet:
+        import time
+
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
             counter = bar.add_task("issuing certificates …", total=None)
-            done = 0
+            done, total, started = 0, 0, time.monotonic()
+
+            def counted(where: Path) -> Plan:
+                """The plan, and its total: each certificate is verified once (a Verify step)."""
+                nonlocal total
+                todo = planner(where)
+                total = sum(isinstance(step, Verify) for step in todo.steps)
+                return todo
 
             def advance(cert: str) -> None:
                 nonlocal done
                 done += 1
-                bar.update(counter, description=f"{done} verified, last: {cert}")
+                left = (time.monotonic() - started) / done * (total - done)
+                eta = f", about {_eta(left)} left" if done < total else ""
+                bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}")
 
             result = runner.issue(
-                the_spec, out, openssl.find, jobs or 0, progress=advance, planner=planner, backup=backup
+                the_spec, out, openssl.find, jobs or 0, progress=advance, planner=counted, backup=backup
             )
     else:
         result = runner.issue(the_spec, out, openssl.find, jobs or 0, planner=planner, backup=backup)
@@ -220,6 +243,11 @@ def issue(
         say(f"commands run: {result.transcript}")
     say(next_steps(the_spec, out))
     return ExitStatus.OK
+
+
+def _eta(seconds: float) -> str:
+    """An estimate as a person reads it: whole seconds, then whole minutes."""
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
 
 
 def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
@@ -652,18 +680,17 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) 
 )
 def list_command(certs_dir: Path, output: str) -> int:
     """The `cockroach cert list` table for CERTS_DIR, plus the days each certificate has left."""
-    from rich.console import Console
-
     from orchestrator import certlist
 
     found = certlist.listing(certs_dir)
     if output == "json":
         click.echo(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
+    elif not sys.stdout.isatty():  # a pipe or a file: plain columns, not padded to a terminal's width
+        click.echo(found.plain())
     else:
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(highlight=False, width=max(console.width, 200))
-        console.print(found.table())
+        from rich.console import Console
+
+        Console(highlight=False).print(found.table())
     if found.fatal:
         _err(f"error: {found.fatal}")
         return ExitStatus.FINDINGS
@@ -742,4 +769,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         _err("interrupted")
         return e.status
+    finally:
+        openssl.choose(None)  # a choice made by one command line is not the next one's (tests run many)
     return int(status or 0)

@@ -113,3 +113,9 @@ def test_init_kubernetes_names_the_release_and_namespace(tmp_path: Path) -> None
     else:
         assert '\n[kubernetes]\nrelease = "cockroachdb"\nnamespace = "db"\n' in text
     assert crdb("issue", "--config", path, "--out", tmp_path / "out", "--key-type", "ec", "--quiet") == 0
+
+
+@pytest.mark.parametrize("command", [("init",), ("export", "alert-rules")])
+def test_the_new_commands_have_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    assert crdb(*command, "--help") == 0
+    assert "Usage: crdb-certs " + " ".join(command) in capsys.readouterr().out

@@ -39,7 +39,8 @@ from orchestrator.certcheck import (
     unrooted,
 )
 from orchestrator.certsdir import CertFile, CertsDir, Usage
-from orchestrator.errors import ExitStatus, SpecError, UserError
+from orchestrator.errors import ExitStatus, SpecError, UserError, printable
+from orchestrator.files import NotRegular
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -61,6 +62,7 @@ CODES: dict[str, str] = {
     "name-user-case": "client.<user>.crt whose user is not normalized: it can never be used",
     "name-user-invalid": "client.<user>.crt whose user is not a valid CockroachDB user name",
     "file-ignored": "a file or folder CockroachDB ignores",
+    "file-not-regular": "a FIFO, socket or device: whatever reads the directory may block on it",
     "cert-unreadable": "a certificate file CockroachDB cannot parse",
     "ca-missing": "no ca.crt",
     "key-missing": "a certificate without its key file",
@@ -208,7 +210,8 @@ class _Audit:
 
     def add(self, severity: Severity, code: str, file: str | None, message: str, fix: str) -> None:
         assert code in CODES, code
-        self.findings.append(Finding(severity, code, file, message, fix))
+        shown = None if file is None else printable(file)  # a name that is not UTF-8 is still reported
+        self.findings.append(Finding(severity, code, shown, printable(message), printable(fix)))
 
     def path(self, name: str) -> str:
         return str(self.dir.path / name)
@@ -758,7 +761,18 @@ class _Audit:
         ca_public |= self._bad_name_ca_keys()
         leaf_keys = {c.key_name for c in self.dir.certs if c.key_name}
         for name in self.dir.other_files:
-            keys, unreadable = _private_keys_in(self.dir.path / name)
+            try:
+                keys, unreadable = _private_keys_in(self.dir.path / name)
+            except NotRegular:
+                self.add(
+                    "warning",
+                    "file-not-regular",
+                    name,
+                    "not a regular file (a FIFO, socket or device): a program that reads every file here"
+                    " blocks on it or reads it forever",
+                    f"move {name} out of the certs directory",
+                )
+                continue
             if fnmatch.fnmatch(name, names.CA_KEY_GLOB) or any(public_bytes(k) in ca_public for k in keys):
                 self.add(
                     "error",
@@ -818,6 +832,8 @@ def _private_keys_in(path: Path) -> tuple[list[PrivateKeyTypes], bool]:
     """The private keys in a file, and whether it holds one that cannot be read (encrypted, damaged)."""
     try:
         data = certsdir.read_limited(path)
+    except NotRegular:
+        raise
     except OSError:
         return [], path.name.endswith(names.KEY_SUFFIX)
     keys: list[PrivateKeyTypes] = []

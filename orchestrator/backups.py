@@ -11,6 +11,7 @@ every other file is copied (the certs directories are swapped in whole afterward
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from orchestrator import names
 from orchestrator.certcheck import load_cert, load_certs, load_key, public_bytes
+from orchestrator.errors import RunError
 
 SAFE_BACKUP = f"{names.SAFE_DIR}/{names.BACKUP_DIR}"  # where replaced CA keys are kept
 
@@ -25,24 +27,35 @@ SAFE_BACKUP = f"{names.SAFE_DIR}/{names.BACKUP_DIR}"  # where replaced CA keys a
 def keep(out: Path, changed: list[str], root: Path) -> tuple[Path | None, list[Path]]:
     """Keep the current version of each file in `changed` (paths relative to `out`) that exists: CA keys
     in a new folder under my-safe-directory/backup/, the rest in a new folder under `root`. Returns that
-    folder (None: no such file existed) and where each CA key was kept."""
+    folder (None: no such file existed) and where each CA key was kept. Only copies: a full disk fails
+    it before anything is replaced, and it then leaves no half-written backup folder behind."""
     existing = [p for p in changed if (out / p).is_file()]
     safe = [p for p in existing if p.startswith(names.SAFE_DIR + "/")]
     others = [p for p in existing if p not in safe]
-    kept_keys = []
-    if safe:
-        folder = _new_folder(out / SAFE_BACKUP)
-        for path in safe:
-            kept_keys.append(folder / Path(path).name)
-            shutil.copy2(out / path, kept_keys[-1])  # made under umask 077, then the key's own 0400
-    if not others:
-        return None, kept_keys
-    folder = _new_folder(root)
-    for path in others:
-        target = folder / path
-        target.parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
-        shutil.copy2(out / path, target)
-    return folder, kept_keys
+    kept_keys: list[Path] = []
+    made: list[Path] = []
+    try:
+        if safe:
+            made.append(_new_folder(out / SAFE_BACKUP))
+            for path in safe:
+                kept_keys.append(made[-1] / Path(path).name)
+                shutil.copy2(out / path, kept_keys[-1])  # made under umask 077, then the key's own 0400
+        if not others:
+            return None, kept_keys
+        made.append(_new_folder(root))
+        for path in others:
+            target = made[-1] / path
+            target.parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+            shutil.copy2(out / path, target)
+    except OSError as e:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # only if this left it empty
+        raise RunError(
+            f"{root}: cannot keep the files this run replaces ({e.strerror}); nothing changed"
+        ) from None
+    return made[-1], kept_keys
 
 
 def find_key(out: Path, key: str, cert: Path, which: int = 0) -> Path | None:

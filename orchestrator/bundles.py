@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from orchestrator import names
 from orchestrator.cas import Signers
-from orchestrator.spec import Spec
+from orchestrator.spec import Layout, Spec
 from orchestrator.steps import Copy, Step, Task
 
 _NODE_OWN = (
@@ -28,7 +28,7 @@ def contents(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
     """Each certs directory to hand out and the files it holds."""
     ca_files = tuple(f"{ca.name}.crt" for ca in cas.all)
     node_files: tuple[str, ...] = (names.NODE_CERT, names.NODE_KEY)
-    if spec.layout != "standard":
+    if spec.layout != Layout.STANDARD:
         node_files += (names.client_cert(names.NODE_USER), names.client_key(names.NODE_USER))
     if spec.ui:
         node_files += (names.UI_CERT, names.UI_KEY)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator import names
-from orchestrator.spec import ExternalCA, Spec
+from orchestrator.spec import ExternalCA, Layout, Spec
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Signers:
 
 def signers(spec: Spec) -> Signers:
     node = CA("ca", "Cockroach CA", spec.ca)
-    client = CA("ca-client", "Cockroach Client CA") if spec.layout == "split-ca" else node
+    client = CA("ca-client", "Cockroach Client CA") if spec.layout == Layout.SPLIT_CA else node
     ui = None
     if spec.ui and spec.ui.issuer != "import":
         ui = CA("ca-ui", "Cockroach UI CA") if spec.ui.issuer == "ui-ca" else node

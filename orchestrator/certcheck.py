@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
+from orchestrator.files import read_regular
+
 EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
 _SUBJECT_OIDS = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME}
 
@@ -45,7 +47,7 @@ class Expect:
 
 
 def load_certs(path: Path) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(path.read_bytes())
+    return x509.load_pem_x509_certificates(read_regular(path))
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -53,7 +55,7 @@ def load_cert(path: Path) -> x509.Certificate:
 
 
 def load_key(path: Path) -> PrivateKeyTypes:
-    return parse_key(path.read_bytes())
+    return parse_key(read_regular(path))
 
 
 def parse_key(pem: bytes) -> PrivateKeyTypes:

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from orchestrator import names
 from orchestrator.certcheck import load_key
 from orchestrator.errors import UserError
+from orchestrator.files import read_regular
 
 SKIP_PERMISSION_ENV = "COCKROACH_SKIP_KEY_PERMISSION_CHECK"
-_MAX_READ = 1 << 20  # certificates and keys are a few KB; anything larger is not one
 
 
 class Usage(Enum):
@@ -216,8 +216,8 @@ def read(path: Path, env: Mapping[str, str] | None = None, process_gid: int | No
 
 
 def read_limited(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return f.read(_MAX_READ)
+    """The start of a file (never a FIFO or a device: files.py)."""
+    return read_regular(path)
 
 
 _PEM = re.compile(rb"-----BEGIN ([^\r\n-]*)-----\r?\n(.*?)-----END \1-----", re.DOTALL)

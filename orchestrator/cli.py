@@ -3,8 +3,10 @@ so tests call it in-process."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,7 +35,8 @@ from orchestrator import (
     spec,
     state,
 )
-from orchestrator.errors import ExitStatus, Interrupted, UserError
+from orchestrator.errors import ExitStatus, Interrupted, RunError, SpecError, UserError
+from orchestrator.lifecycle import Stage
 from orchestrator.nextsteps import next_steps
 from orchestrator.steps import Plan, Verify
 
@@ -50,10 +53,101 @@ def _say(quiet: bool) -> Say:
     return (lambda _: None) if quiet else click.echo
 
 
+class PathParam(click.Path):
+    """Every path option and argument. A value no command can use (a newline in it, below a regular file,
+    a symbolic link to nothing, a FIFO or a device for a file) is refused as the command line is read:
+    one line naming the option, exit 2, nothing written. What shows only when the path is used (a
+    read-only mount, no permission, /proc) is named the same way by `_Command`."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        problem = _unusable(Path(os.fsdecode(value)), self)  # first: click says "does not exist" for EACCES
+        if problem:
+            raise SpecError(_name(param), os.fsdecode(value), problem)
+        return super().convert(value, param, ctx)
+
+
+def _unusable(path: Path, kind: click.Path) -> str | None:
+    if not str(path).isprintable():  # a newline, a control character, bytes that are not UTF-8
+        return "is not a printable name (control characters, or bytes that are not UTF-8)"
+    for at in (path, *path.parents):
+        try:
+            mode = at.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            if at.is_symlink():
+                where = "is" if at == path else f"is below {at},"
+                return f"{where} a symbolic link to nothing ({os.readlink(at)})"
+            continue
+        except OSError as e:
+            return f"cannot be reached: {e.strerror}"
+        if at != path and not stat.S_ISDIR(mode):
+            return f"is below {at}, which is not a folder"
+        if at == path and not kind.dir_okay and not stat.S_ISREG(mode):
+            return "is not a regular file"  # /dev/zero, a FIFO: read forever, or replaced by a rename
+        if at == path and not kind.file_okay and not stat.S_ISDIR(mode):
+            return "is not a folder"
+        return None
+    return None
+
+
+def _name(param: click.Parameter | None) -> str:
+    if isinstance(param, click.Option):
+        return param.opts[0]
+    return param.human_readable_name if param else "path"
+
+
+# errno values that say the path given is wrong (exit 2); any other (a full disk) is a failure (exit 3).
+_PATH_ERRNOS = {
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ELOOP,
+    errno.ENAMETOOLONG,
+    errno.EEXIST,
+}
+
+
+class _Command(click.Command):
+    """Every command: an OSError that reaches here is one line, never a traceback, naming the path option
+    it concerns (the path given, a file in it, or a folder above it)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            raise _one_line(self, ctx, e) from None
+
+
+def _one_line(command: click.Command, ctx: click.Context, e: OSError) -> UserError:
+    reason = e.strerror or str(e)
+    failed = Path(os.path.abspath(e.filename)) if isinstance(e.filename, str) else None
+    for param in command.params:
+        given = ctx.params.get(param.name or "")
+        if failed is None or not isinstance(param.type, PathParam) or not isinstance(given, Path):
+            continue
+        where = Path(os.path.abspath(given))
+        # The path itself, a folder above it, a file in it, or (a file option) its temporary copy beside it.
+        beside = not param.type.dir_okay and failed.parent == where.parent
+        if failed == where or failed in where.parents or where in failed.parents or beside:
+            said = reason if failed == where else f"{reason} ({failed})"
+            error = SpecError(_name(param), str(given), f"cannot be used: {said}")
+            if e.errno not in _PATH_ERRNOS:
+                error.status = ExitStatus.FAILED
+            return error
+    return RunError(f"{e.filename}: {reason}" if e.filename else reason)
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # `export` is a _Group too, so `export k8s` is a _Command
+
+
 config_option = click.option(
     "--config",
     "config",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     help="Spec file (TOML). Default: the spec the output folder records; for a new folder, the embedded"
     " certs.toml (one node on localhost, user root).",
 )
@@ -96,7 +190,7 @@ def out_option(help: str, default: str | None = ".", required: bool = False) -> 
     """`--out DIR`: every command's output folder, the current one unless said otherwise."""
     return click.option(
         "--out",
-        type=click.Path(path_type=Path, file_okay=False),
+        type=PathParam(path_type=Path, file_okay=False),
         default=None if required else default,
         required=required,
         show_default=default is not None and not required,
@@ -126,6 +220,7 @@ def _help_without_command(ctx: click.Context) -> None:
 
 # invoke_without_command: the callback prints the help itself (click would make it an "error: ...").
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"]},
     invoke_without_command=True,
     subcommand_metavar="COMMAND [ARGS]...",
@@ -270,7 +365,7 @@ def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
 
 
 @cli.command(name="init")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False), default="certs.toml")
+@click.argument("file", type=PathParam(path_type=Path, dir_okay=False), default="certs.toml")
 @click.option(
     "--node",
     "nodes",
@@ -377,7 +472,7 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
 
 
 @cli.command(name="import")
-@click.argument("returned", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("returned", type=PathParam(path_type=Path, file_okay=False, exists=True))
 @config_option
 @out_option("The folder `crdb-certs csr` wrote to.")
 @profile_option
@@ -456,7 +551,7 @@ def renew(
             click.echo(f"{out}: nothing expires within {shown}; nothing renewed")
         return ExitStatus.OK
     result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
-    return _report_lifecycle(the_spec, out, config, result, "renew", quiet)
+    return _report_lifecycle(the_spec, out, config, result, Stage.RENEW, quiet)
 
 
 @cli.command(name="rotate-ca")
@@ -481,7 +576,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
         return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
 
     todo = planner(out)  # every refusal comes before anything is touched
-    stage = "finish" if finish else "rotate"
+    stage = Stage.FINISH if finish else Stage.ROTATE
     if show_plan:
         click.echo(lifecycle.script_for(todo, out, f"crdb-certs rotate-ca ({stage})"), nl=False)
         return ExitStatus.OK
@@ -490,30 +585,30 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
 
 
 def _report_lifecycle(
-    the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: str, quiet: bool
+    the_spec: spec.Spec, out: Path, config: Path | None, result: runner.Result, stage: Stage, quiet: bool
 ) -> int:
     say = _say(quiet)
     _audit_issued(out, result.plan, result.changed, say)
-    if stage == "finish":
+    if stage == Stage.FINISH:
         for ca in cas.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA only; the old CA is no longer trusted")
-    elif stage == "rotate":
+    elif stage == Stage.ROTATE:
         for ca in cas.signers(the_spec).all:
             say(f"{out / ca.cert}: the new CA, then the old one (both trusted)")
     for task in result.plan.work():
         if task.signer is not None:
-            say(f"{'renewed' if stage == 'renew' else 're-issued'} {task.title}")
+            say(f"{'renewed' if stage == Stage.RENEW else 're-issued'} {task.title}")
     if result.backup:
         say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
-    if stage == "rotate":
+    if stage == Stage.ROTATE:
         for ca in cas.signers(the_spec).all:
             # Found, not assumed: a re-run that completes a killed rotation kept it in an earlier run.
             kept = backups.find_key(out, ca.key, out / ca.cert, which=1)
             where = f"kept in {kept}" if kept else f"not found in {out / backups.SAFE_BACKUP}"
             say(f"the key of the old CA in {ca.cert}: {where} (beside the CA keys, never on a node)")
     nodes, users = lifecycle.touched(the_spec, result.plan)
-    if stage != "renew":
-        nodes, users = [n.name for n in the_spec.nodes], [] if stage == "finish" else users
+    if stage != Stage.RENEW:
+        nodes, users = [n.name for n in the_spec.nodes], [] if stage == Stage.FINISH else users
     say(lifecycle.rollout(the_spec, out, config, stage, nodes, users))
     return ExitStatus.OK
 
@@ -523,7 +618,7 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 
 @cli.command(name="check")
-@click.argument("target", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("target", type=PathParam(path_type=Path, exists=True, file_okay=False))
 @click.option(
     "--within", default="30d", show_default=True, help="The window: 12h, 30d, 2w (hours, days, weeks)."
 )
@@ -577,7 +672,7 @@ def export_group(ctx: click.Context) -> None:
 @export_group.command(name="k8s")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     required=True,
     help="The YAML file to write (0600: it holds the private keys).",
 )
@@ -586,7 +681,7 @@ def export_group(ctx: click.Context) -> None:
 @click.option(
     "--from",
     "source",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=PathParam(path_type=Path, file_okay=False),
     default=".",
     show_default=True,
     help="The output folder `issue` made.",
@@ -616,7 +711,7 @@ def export_k8s(out: Path, namespace: str | None, config: Path | None, source: Pa
 @export_group.command(name="alert-rules")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     required=True,
     help="The rules file to write (YAML), for Prometheus' rule_files.",
 )
@@ -628,15 +723,12 @@ def export_alert_rules(out: Path) -> int:
     """
     from orchestrator import monitoring
 
-    try:
-        out.write_text(monitoring.alert_rules(), encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"--out: {script.quote(out)} cannot be written: {e.strerror}") from None
+    out.write_text(monitoring.alert_rules(), encoding="utf-8")  # an OSError: one line naming --out
     click.echo(f"{out}: Prometheus alerting rules (test them: promtool check rules {script.quote(out)})")
     return ExitStatus.OK
 
 
-certs_dir_argument = click.argument("certs_dir", type=click.Path(path_type=Path))
+certs_dir_argument = click.argument("certs_dir", type=PathParam(path_type=Path, file_okay=False))
 
 
 @cli.command(name="audit")

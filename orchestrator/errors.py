@@ -43,11 +43,19 @@ class RunError(UserError):
     status = ExitStatus.FAILED
 
 
+# A value longer than the longest DNS name (253) is cut to its first _SHOWN characters in an error.
+_LONG, _SHOWN = 256, 64
+
+
 def _show(value: object) -> str:
-    # repr-like quoting that makes control characters and look-alikes visible on one line.
+    # repr-like quoting that makes control characters and look-alikes visible on one line; a long value
+    # (a 10 MB host name) is cut, with its length, so that the error stays one readable line.
     if isinstance(value, str):
+        if len(value) > _LONG:
+            return _show(value[:_SHOWN])[:-1] + f'..." ({len(value)} characters)'
         return '"' + value.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= _LONG else f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
 class Interrupted(Exception):
@@ -57,3 +65,9 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__("interrupted")
         self.status = 128 + signum
+
+
+def printable(text: str) -> str:
+    """A file name as it can always be printed: bytes that are not UTF-8 (kept by Python as surrogates,
+    which a strict UTF-8 stdout refuses to write) are shown as \\xff escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -15,7 +15,7 @@ import jinja2
 import tomli_w
 
 from orchestrator import profiles, spec, validate
-from orchestrator.errors import SpecError, UserError
+from orchestrator.errors import SpecError
 from orchestrator.resources import resource
 
 DEFAULT_FILE = "certs.toml"
@@ -77,14 +77,12 @@ def spec_text(
 
 
 def write(path: Path, text: str, force: bool) -> None:
-    """Write the spec; an existing file only with `force`."""
+    """Write the spec; an existing file only with `force` (any other OSError is the command's one line)."""
     try:
         with path.open("w" if force else "x", encoding="utf-8") as f:
             f.write(text)
     except FileExistsError:
         raise SpecError("FILE", str(path), "exists; --force replaces it") from None
-    except OSError as e:
-        raise UserError(f"FILE: {str(path)!r} cannot be written: {e.strerror}") from None
 
 
 def _reads_kubernetes(data: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ freshness check (certcheck.problems) and CockroachDB's `cert list` read. `--fini
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,7 @@ from orchestrator import (
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
 from orchestrator.certsdir import Usage
 from orchestrator.certsdir import read as read_dir
-from orchestrator.errors import SpecError, UserError
+from orchestrator.errors import SpecError, UserError, printable
 from orchestrator.spec import Spec
 from orchestrator.steps import Plan, Run, is_config, writes
 
@@ -253,10 +254,18 @@ def touched(spec: Spec, todo: Plan) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(nodes)), users
 
 
+class Stage(enum.StrEnum):
+    """Which command's outcome `rollout` explains."""
+
+    RENEW = "renew"  # renew: new certificates of the same CA
+    ROTATE = "rotate"  # rotate-ca: a new CA beside the old one, every certificate re-issued
+    FINISH = "finish"  # rotate-ca --finish: the old CA dropped
+
+
 def rollout(
-    spec: Spec, out: Path, config: Path | None, stage: str, nodes: list[str], users: list[str]
+    spec: Spec, out: Path, config: Path | None, stage: Stage, nodes: list[str], users: list[str]
 ) -> str:
-    """What the operator does next. `stage`: renew | rotate | finish; `nodes` and `users`: whose files
+    """What the operator does next. `nodes` and `users`: whose files
     changed (a UI certificate is in every node's folder).
 
     A rotation is rolled out in two passes: first only the CA files, so that every node trusts both CAs
@@ -267,7 +276,7 @@ def rollout(
     reload = "pkill -SIGHUP -x cockroach  (or restart it: a rolling restart, one node at a time)"
     ca_names = [Path(ca.cert).name for ca in cas.signers(spec).all]
     lines = [""]
-    if stage == "rotate":
+    if stage == Stage.ROTATE:
         lines.append("Next, 1 of 3, the new CA beside the old one (nodes keep their certificates for now):")
         for name in nodes:
             files = " ".join(str(out / names.node_dir(name) / ca) for ca in ca_names)
@@ -277,7 +286,7 @@ def rollout(
         if spec.clients:
             lines.append(f"  give each client {certs / names.CA_CERT}")
         lines.append("2 of 3, once every node trusts both CAs: the certificates of the new CA")
-    elif stage == "finish":
+    elif stage == Stage.FINISH:
         lines.append("Next, 3 of 3: the old CA removed (its certificates are refused from then on):")
     else:
         lines.append("Next:")
@@ -285,13 +294,13 @@ def rollout(
         lines.append(
             f"  copy {out / names.node_dir(name)}/ to {name}'s certs directory, then there: {reload}"
         )
-    if stage == "finish" and spec.clients:
+    if stage == Stage.FINISH and spec.clients:
         lines.append(f"  give each client the new {certs / names.CA_CERT}")
     for user in users:
         lines.append(
             f"  give {user}'s clients {certs / names.client_cert(user)} and {names.client_key(user)}"
         )
-    if stage == "rotate":
+    if stage == Stage.ROTATE:
         flag = f" --config {script.quote(config)}" if config else ""
         lines.append("3 of 3, once every node and client runs on the new certificates:")
         lines.append(f"  crdb-certs rotate-ca --finish{flag} --out {script.quote(out)}")
@@ -345,13 +354,14 @@ class Expiry:
     error: str = ""
 
     def line(self, now: datetime) -> str:
+        where = printable(self.where)  # nodes/<a name that is not UTF-8>/
         if self.not_after is None:
-            return f"{self.where}: cannot be read ({self.error})"
+            return printable(f"{where}: cannot be read ({self.error})")
         when = self.not_after.strftime("%Y-%m-%d %H:%M UTC")
         left = self.not_after - now
         if left < timedelta(0):
-            return f"{self.where}: expired {when} ({_span(-left)} ago)"
-        return f"{self.where}: expires {when} (in {_span(left)})"
+            return f"{where}: expired {when} ({_span(-left)} ago)"
+        return f"{where}: expires {when} (in {_span(left)})"
 
 
 def certs_dirs(target: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote as url_quote
 
 from orchestrator import names
+from orchestrator.profiles import PROFILES
 from orchestrator.recipes import split_hosts
 from orchestrator.script import quote
 from orchestrator.spec import Spec
@@ -18,8 +19,8 @@ def next_steps(spec: Spec, out: Path) -> str:
     certs = out / names.CERTS_DIR
     lines = ["", "Next:"]
     principal_map = ""
-    if spec.profile == "docs" and spec.nodes:
-        # The docs' node.crt has no CN=node; CockroachDB learns the nodes' identity from this flag.
+    if PROFILES[spec.profile].node_cn is None and spec.nodes:
+        # node.crt has no CN=node (the docs'); CockroachDB learns the nodes' identity from this flag.
         mapping, nameless = node_principal_map(spec)
         principal_map = f" --cert-principal-map={quote(mapping)}" if mapping else ""
         for name in nameless:

@@ -17,7 +17,7 @@ from orchestrator.cas import Signers, signers
 from orchestrator.errors import UserError
 from orchestrator.profiles import PROFILES, Profile
 from orchestrator.record import Provenance
-from orchestrator.spec import Spec
+from orchestrator.spec import Layout, Spec
 from orchestrator.steps import (
     Copy,
     Kind,
@@ -91,7 +91,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
         task_id = f"client:{client.user}"
         new_key = task_id not in state.keep_keys
         tasks.append(recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key))
-    if spec.layout != "standard":
+    if spec.layout != Layout.STANDARD:
         for node in spec.nodes:
             cert = f"{names.node_dir(node.name)}/{names.client_cert(names.NODE_USER)}"
             request = recipes.Request(f"client-node.{node.name}", "node", cert)

@@ -12,7 +12,7 @@ from orchestrator.cas import CA
 from orchestrator.certcheck import Expect
 from orchestrator.profiles import Profile
 from orchestrator.render import render
-from orchestrator.spec import UI, Spec
+from orchestrator.spec import UI, Layout, Spec
 from orchestrator.steps import (
     Append,
     Chmod,
@@ -57,7 +57,7 @@ def ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, rotate: bool,
     new one in the CA file; with `new_key`, a new CA key is made first."""
     cnf_text = render(
         "ca.cnf.j2",
-        profile=profile.name,
+        profile=profile,
         ca=ca,
         cert_days=days.ca if profile.days_on_sign else days.cert,
         organization=spec.organization,
@@ -136,12 +136,12 @@ def node_task(
     cnf, csr = f"{names.REQUESTS_DIR}/node.{name}.cnf", f"{names.REQUESTS_DIR}/node.{name}.csr"
     # In the split layouts node.crt only serves; client.node.crt is what a node presents when it dials.
     # The docs' profiles sign with the docs' ca.cnf, which writes both usages whatever the layout.
-    needed = ("serverAuth",) if spec.layout != "standard" else ("serverAuth", "clientAuth")
+    needed = ("serverAuth",) if spec.layout != Layout.STANDARD else ("serverAuth", "clientAuth")
     eku = needed if profile.extfile else ("serverAuth", "clientAuth")
     dns, ips = split_hosts(hosts)
     cnf_text = render(
         "node.cnf.j2",
-        profile=profile.name,
+        profile=profile,
         common_name=profile.node_cn,
         sans=_sans(dns, ips),
         section="node_certificate",
@@ -184,7 +184,7 @@ def client_task(
     root_san = request.first_user and profile.first_user_root_san
     cnf_text = render(
         "client.cnf.j2",
-        profile=profile.name,
+        profile=profile,
         common_name=request.user,
         root_san=root_san,
         first_user=request.first_user,

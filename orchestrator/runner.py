@@ -21,7 +21,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -136,6 +136,7 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
 def refuse(todo: Plan, out: Path) -> None:
     """Every refusal a run makes before it touches anything; `issue --check` makes the same ones."""
     _refuse_to_replace_a_ca(todo, out)
+    _refuse_what_cannot_be_swapped(todo, out)
     for path in _inputs(todo):
         if path.endswith(".key") and (out / path).is_file():
             check_private(out / path)
@@ -184,6 +185,32 @@ def _refuse_to_replace_a_ca(todo: Plan, out: Path) -> None:
             raise UserError(
                 f"{key}: this is not the key of {cert}; put the CA's own key back, "
                 f"or move {expect.cert} away to start a new CA (and re-issue everything it signed)"
+            )
+
+
+def _refuse_what_cannot_be_swapped(todo: Plan, out: Path) -> None:
+    """Refused before anything is made: a destination the commit could not replace whole. A certs
+    directory is swapped in by rename(2), which would replace a symlink with a folder (and swapping inside
+    the link's target would leave crash recovery guessing where the old folder goes back), and every file
+    is renamed in from .crdb-certs/, which rename(2) cannot do across file systems. my-safe-directory/ is
+    the exception: a link to a removable disk, its keys are placed by copy and link (_place_new)."""
+    if not out.is_dir():
+        return  # a new folder: everything is made in it
+    device, work = out.stat().st_dev, out / names.STATE_DIR
+    written = {w for s in todo.steps for w in writes(s) if not w.startswith(names.SAFE_DIR + "/")}
+    destinations = {next((d for d in todo.bundles if w.startswith(d + "/")), w) for w in written}
+    for rel in sorted(destinations):
+        target = out / rel
+        if rel in todo.bundles and target.is_symlink():
+            raise UserError(
+                f"{target}: a symbolic link; crdb-certs replaces a certs directory whole, which would"
+                f" replace the link with a folder: make {rel} a real folder (or link {out} itself)"
+            )
+        parent = next(p for p in target.parents if p.exists())
+        if parent.stat().st_dev != device:
+            raise UserError(
+                f"{parent}: on another file system than {work}; crdb-certs moves every file into place with"
+                f" rename(2), which cannot cross file systems: keep {out} on one (or link {out} itself)"
             )
 
 
@@ -348,15 +375,24 @@ def _commit(
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
     dropped = [f for path in todo.drop for f in _files_under(out, path)]
+    bundle_of = {p: d for p in [*changed, *dropped] for d in todo.bundles if p.startswith(d + "/")}
+    folders = sorted(set(bundle_of.values()), key=lambda d: d != names.CERTS_DIR)
+    # What can fail (a full disk, a file that cannot be copied) is done before the first file is replaced:
+    # the copy of each certs directory to be swapped, then the backup. A failure leaves nothing committed.
     kept: Path | None = None
     kept_keys: list[Path] = []
-    if backup is not None:
-        kept, kept_keys = backups.keep(out, [p for p in changed if _is_pki_file(p)] + dropped, backup)
+    try:
+        fresh = {folder: _copy_of(folder, out, work) for folder in folders}
+        if backup is not None:
+            kept, kept_keys = backups.keep(out, [p for p in changed if _is_pki_file(p)] + dropped, backup)
+    except BaseException:
+        for copy in work.glob("new-*"):  # ours: the lock is held
+            shutil.rmtree(copy, ignore_errors=True)
+        raise
     replaced_keys = {f"{names.SAFE_DIR}/{k.name}" for k in kept_keys}
     for path in changed:
         if path.startswith(names.SAFE_DIR + "/") and (out / path).exists() and path not in replaced_keys:
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
-    bundle_of = {p: d for p in [*changed, *dropped] for d in todo.bundles if p.startswith(d + "/")}
     loose = [p for p in changed if p not in bundle_of]
     for path in sorted(loose, key=_commit_order):
         (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
@@ -364,9 +400,9 @@ def _commit(
             _place_new(stage / path, out / path, replace=path in replaced_keys)
         else:
             os.replace(stage / path, out / path)
-    for folder in sorted({d for d in bundle_of.values()}, key=lambda d: d != names.CERTS_DIR):
+    for folder in folders:
         files = [p for p, d in bundle_of.items() if d == folder]
-        _swap_in(folder, [p for p in files if p not in dropped], out, stage, work, drop=files)
+        _swap_in(folder, [p for p in files if p not in dropped], out, stage, work, fresh[folder], drop=files)
     for path in todo.drop:  # outside the certs directories: a pruned node's whole folder
         if not any(path.startswith(d + "/") for d in todo.bundles) and (out / path).exists():
             gone = work / ("old-" + path.replace("/", "_"))
@@ -426,17 +462,35 @@ def _commit_order(path: str) -> tuple[int, str]:
     return rank, path
 
 
-def _swap_in(
-    folder: str, files: list[str], out: Path, stage: Path, work: Path, drop: list[str] | None = None
-) -> None:
-    """Replace `folder` whole by a copy with `files` (staged) put in and the files in `drop` left out."""
+def _copy_of(folder: str, out: Path, work: Path) -> Path:
+    """A private copy of a certs directory, for _swap_in to put the new files in."""
     fresh = work / ("new-" + folder.replace("/", "_"))
-    old = work / ("old-" + folder.replace("/", "_"))
     if (out / folder).is_dir():
-        shutil.copytree(out / folder, fresh, symlinks=True)  # keeps whatever else the user put there
+        # Keeps whatever else the user put there; a FIFO or a device among it is refused, not read.
+        shutil.copytree(out / folder, fresh, symlinks=True, copy_function=_copy_regular)
     fresh.mkdir(mode=names.DIR_MODE, exist_ok=True)
     fresh.chmod(names.DIR_MODE)
-    for path in drop or ():
+    return fresh
+
+
+def _copy_regular(src: str, dst: str) -> object:
+    if not stat.S_ISREG(os.stat(src).st_mode):
+        raise UserError(f"{src}: not a regular file (a FIFO, socket or device); move it out, then run again")
+    return shutil.copy2(src, dst)
+
+
+def _swap_in(
+    folder: str,
+    files: list[str],
+    out: Path,
+    stage: Path,
+    work: Path,
+    fresh: Path,
+    drop: Sequence[str] = (),
+) -> None:
+    """Replace `folder` whole by `fresh`, its copy, with `files` (staged) put in and `drop` left out."""
+    old = work / ("old-" + folder.replace("/", "_"))
+    for path in drop:
         (fresh / Path(path).name).unlink(missing_ok=True)
     for path in files:
         target = fresh / Path(path).name

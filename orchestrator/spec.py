@@ -6,6 +6,7 @@ Every value is checked here, before anything is rendered or run; unknown keys ar
 
 from __future__ import annotations
 
+import enum
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,21 @@ from typing import Any
 
 from orchestrator import profiles, validate
 from orchestrator.errors import SpecError, UserError
+from orchestrator.files import read_regular
+from orchestrator.profiles import ProfileName
 from orchestrator.resources import resource
 
-PROFILES = tuple(profiles.PROFILES)  # secure, docs, docs-v19
-LAYOUTS = ("standard", "split-node", "split-ca")
+
+class Layout(enum.StrEnum):
+    STANDARD = "standard"  # ca.crt, node.crt (serves and dials), node.key
+    SPLIT_NODE = "split-node"  # node.crt serves only; client.node.crt is what a node presents when it dials
+    SPLIT_CA = "split-ca"  # split-node, and a second CA (ca-client.crt) signs every client certificate
+
+
+# The values (as the TOML and the command line write them): secure, docs, docs-v19; standard, split-node, …
+PROFILES = tuple(p.value for p in ProfileName)
+LAYOUTS = tuple(layout.value for layout in Layout)
+MAX_SPEC = 1 << 20  # a spec for thousands of nodes is a few hundred KB
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,8 @@ class ExternalCA:
 
 @dataclass(frozen=True)
 class Spec:
-    profile: str
-    layout: str
+    profile: ProfileName
+    layout: Layout
     nodes: tuple[Node, ...]
     clients: tuple[Client, ...]
     ui: UI | None = None
@@ -100,15 +112,21 @@ def load(path: Path | None = None, profile: str | None = None, key_type: str | N
     """Read and validate a spec file (the embedded default when `path` is None)."""
     path = path or default_spec_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular(path, MAX_SPEC + 1)  # never a FIFO or /dev/zero: they would block or never end
     except OSError as e:
         raise UserError(f"--config: cannot read {str(path)!r}: {e.strerror}") from None
+    if len(raw) > MAX_SPEC:
+        raise UserError(f"--config: {str(path)!r} is larger than {MAX_SPEC // 1024} KB: not a spec")
+    try:
+        text = raw.decode("utf-8-sig")  # an editor's byte order mark is not part of the TOML
     except UnicodeDecodeError:
         raise UserError(f"--config: {str(path)!r} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise UserError(f"{path}: not a spec: arrays or tables nested too deeply") from None
     # Command-line options override the file's values.
     for key, value in (("profile", profile), ("key_type", key_type)):
         if value is not None:
@@ -120,8 +138,8 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
     """Validate a spec given as data; file paths in it are relative to `base` (the spec's folder)."""
     base = base or Path.cwd()
     _no_unknown_keys("spec", data, _TOP_KEYS)
-    profile = validate.choice("profile", data.get("profile", "secure"), PROFILES)
-    layout = validate.choice("layout", data.get("layout", "standard"), LAYOUTS)
+    profile = ProfileName(validate.choice("profile", data.get("profile", ProfileName.SECURE), PROFILES))
+    layout = Layout(validate.choice("layout", data.get("layout", Layout.STANDARD), LAYOUTS))
     nodes = tuple(_node(f"nodes[{i}]", n) for i, n in enumerate(_tables("nodes", data.get("nodes", []))))
     clients = tuple(
         _client(f"clients[{i}]", c) for i, c in enumerate(_tables("clients", data.get("clients", [])))
@@ -130,7 +148,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         raise SpecError("nodes", [], "is empty, and so is clients: there is nothing to issue")
     _unique("nodes", "name", [n.name for n in nodes])
     _unique("clients", "user", [c.user for c in clients])
-    if layout != "standard" and any(c.user == "node" for c in clients):
+    if layout != Layout.STANDARD and any(c.user == "node" for c in clients):
         raise SpecError(
             "clients", "node", f"is made by the {layout} layout itself (client.node.crt); remove it"
         )
@@ -152,7 +170,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         raise SpecError(
             "ca_days", ca_days, f"is shorter than the certificates' lifetime ({leaf} days, cert_days)"
         )
-    if ca is not None and layout == "split-ca":
+    if ca is not None and layout == Layout.SPLIT_CA:
         raise SpecError(
             "layout",
             layout,

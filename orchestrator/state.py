@@ -7,6 +7,7 @@ from pathlib import Path
 
 from orchestrator import names, record
 from orchestrator.certcheck import load_cert, problems
+from orchestrator.files import read_regular
 from orchestrator.plan import State
 from orchestrator.steps import Copy, Plan, Write, is_config, reads, writes
 
@@ -46,6 +47,6 @@ def paths(plan: Plan) -> set[str]:
 def _read(path: Path) -> bytes | None:
     """The bytes of `path` (as runner.py writes text: UTF-8), or None when it cannot be read."""
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except OSError:
         return None

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,23 @@ def cluster_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = write_spec(tmp_path_factory.mktemp("cluster-spec"), CLUSTER_SPEC)
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     return out
+
+
+class Hung(Exception):
+    """Not an OSError (as TimeoutError is): the code under test must not catch it as a read error."""
+
+
+@contextmanager
+def no_hang(seconds: int = 20) -> Iterator[None]:
+    """Fail, instead of waiting forever, if the block takes longer (a read of a FIFO or /dev/zero)."""
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise Hung(f"still running after {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

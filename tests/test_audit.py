@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ import pytest
 
 from orchestrator import audit
 from tests import handmade
-from tests.conftest import FIXTURES, crdb, write_spec
+from tests.conftest import FIXTURES, crdb, no_hang, write_spec
 from tests.handmade import CLIENT_EXT, NODE_EXT
 
 Found = set[tuple[str, str, str | None]]  # (severity, code, file)
@@ -816,3 +817,78 @@ def test_issue_refuses_to_copy_a_key_others_can_read(
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 2
     assert "node.key: readable by others (mode 0644)" in capsys.readouterr().err
     assert not (out / "certs" / "node.key").exists(), "nothing was copied"
+
+
+# --------------------------------------------------------------------- what is not a certificate file
+
+
+def test_a_fifo_is_a_finding_not_a_hang(
+    default_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a FIFO in a certs directory hung the audit (any name) while it waited for a writer."""
+    d = copy_of(default_pki, tmp_path)
+    os.mkfifo(d.certs / "pipe")
+    os.mkfifo(d.certs / "client.bob.crt")
+    with no_hang():
+        status, data = run_audit(d.certs, capsys)
+    assert status == 1
+    assert findings(data) == {
+        ("warning", "file-not-regular", "pipe"),
+        ("error", "cert-unreadable", "client.bob.crt"),
+    }
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_escaped(
+    default_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a name with bytes that are not UTF-8 made the report unprintable (a traceback)."""
+    d = copy_of(default_pki, tmp_path)
+    (d.certs / os.fsdecode(b"notes-\xff.txt")).write_text("")
+    (d.certs / os.fsdecode(b"\xfe.crt")).write_text("")
+    status, data = run_audit(d.certs, capsys)
+    assert status == 0
+    assert findings(data) == {
+        ("info", "file-ignored", "notes-\\xff.txt"),
+        ("warning", "name-ignored", "\\xfe.crt"),
+    }
+    assert crdb("audit", d.certs) == 0
+    assert "notes-\\xff.txt: CockroachDB ignores it" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to make folders another user cannot enter")
+def test_an_unprivileged_audit_or_check_of_the_tools_private_folders_is_one_line(
+    default_pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: `audit`/`check` by a user who may not enter the 0700 folders crdb-certs makes ended in a
+    PermissionError traceback. Run here with the effective user `nobody` (the interpreter lives under
+    /root, so a child process of another user could not even start it)."""
+    import rich.console  # `list` imports them lazily; `nobody` could not read them later
+    import rich.table
+
+    assert rich.console and rich.table
+    "".encode("unicode_escape")  # the codec the error message uses, also loaded lazily
+    top = Path(tempfile.mkdtemp(prefix="crdb-certs-unprivileged-", dir="/tmp"))
+    shutil.copytree(default_pki, top / "out", symlinks=True)
+    for folder in (top, top / "out"):
+        folder.chmod(0o755)  # nobody may come this far: certs/ and nodes/ stay 0700
+    capsys.readouterr()
+    commands = [
+        ("audit", top / "out" / "nodes" / "node1"),
+        ("list", top / "out" / "nodes" / "node1"),
+        ("check", top / "out"),
+        ("check", top / "out" / "nodes"),
+        ("check", top / "out" / "nodes" / "node1"),  # not "does not exist": it cannot be reached
+    ]
+    results = []
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        for command in commands:
+            results.append((crdb(*command), capsys.readouterr().err))
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        shutil.rmtree(top)
+    for command, (status, err) in zip(commands, results, strict=True):
+        assert status == 2 and err.count("\n") == 1, (command, err)
+        assert err.startswith("error: ") and "Permission denied" in err, (command, err)

@@ -3,11 +3,18 @@ exit status 2, and nothing written for a user mistake; `render` writes configs a
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.conftest import crdb, write_spec
+from orchestrator.cli import main
+from tests.conftest import crdb, no_hang, write_spec
 
 COMMANDS = ["issue", "plan", "render", "csr", "import", "audit", "list"]
 
@@ -139,3 +146,157 @@ def test_reports_print_names_verbatim(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"commands run: {out}/transcript-" in said
     assert crdb("issue", "--config", spec, "--out", out, "--key-type", "ec") == 0
     assert f"{out}: up to date, nothing changed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- path options
+
+# Every path option and argument: (the command line, with {bad} for the value tried and {base} for the
+# sandbox; the name the error must give; what the path is for). "out": a folder or file the command
+# makes or writes into; "in": one that must exist; "file": a file that is read.
+PATH_OPTIONS = [
+    ("issue --out {bad}", "--out", "out"),
+    ("issue --config {bad} --out {base}/unused", "--config", "file"),
+    ("plan --out {bad}", "--out", "in"),
+    ("plan --config {bad}", "--config", "file"),
+    ("render --out {bad}", "--out", "out"),
+    ("render --config {bad} --out {base}/unused", "--config", "file"),
+    ("csr --out {bad}", "--out", "out"),
+    ("csr --config {bad} --out {base}/unused", "--config", "file"),
+    ("import {bad} --out {base}/unused", "RETURNED", "in"),
+    ("import {base}/returned --out {bad}", "--out", "in"),
+    ("import {base}/returned --config {bad} --out {base}/unused", "--config", "file"),
+    ("renew --out {bad}", "--out", "in"),
+    ("renew --config {bad} --out {base}/pki", "--config", "file"),
+    ("rotate-ca --out {bad}", "--out", "in"),
+    ("rotate-ca --config {bad} --out {base}/pki", "--config", "file"),
+    ("check {bad}", "TARGET", "in"),
+    ("export k8s --out {bad} --from {base}/pki --config {base}/spec.toml", "--out", "out-file"),
+    ("export k8s --out {base}/unused.yaml --from {bad}", "--from", "in"),
+    ("export k8s --out {base}/unused.yaml --config {bad} --from {base}/pki", "--config", "file"),
+    ("audit {bad}", "CERTS_DIR", "in"),
+    ("list {bad}", "CERTS_DIR", "in"),
+    ("diff --config {bad}", "--config", "file"),
+    ("init {bad}", "FILE", "out-file"),
+    ("export alert-rules --out {bad}", "--out", "out-file"),
+    ("--openssl {bad} plan", "--openssl", "file"),
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder holding a regular file, a dangling symlink, a FIFO, a PKI, and (where mounts are
+    allowed) `ro/`, a read-only file system."""
+    base = tmp_path_factory.mktemp("paths")
+    spec = write_spec(base, '[[clients]]\nuser = "root"\n')
+    assert crdb("issue", "--config", spec, "--out", base / "pki", "--key-type", "ec", "--quiet") == 0
+    (base / "returned").mkdir()
+    (base / "file").write_text("")
+    (base / "dangling").symlink_to(base / "nowhere")
+    os.mkfifo(base / "fifo")
+    with read_only_mount(base / "ro"):
+        yield base
+
+
+@contextmanager
+def read_only_mount(where: Path) -> Iterator[bool]:
+    """A read-only tmpfs at `where`; False (and a plain folder) where this process may not mount."""
+    where.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", where], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", where], check=True)
+
+
+def tree(base: Path) -> set[tuple[str, int, int]]:
+    """Every name under `base` with its size and mtime: what "nothing written" compares."""
+    found = set()
+    for folder, dirs, files in os.walk(base):
+        for name in dirs + files:
+            st = (Path(folder) / name).lstat()
+            found.add(((Path(folder) / name).relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
+    return found
+
+
+def unusable_paths(role: str) -> st.SearchStrategy[str]:
+    """Paths no command can use for `role`: a newline in the name, below a regular file, a dangling
+    symlink, a FIFO or a device where a file is read; for what is written, also /proc and a read-only
+    mount (a folder that exists but cannot be written to: as root, permissions do not stop a write)."""
+    name = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9 _.$#'-]{0,11}", fullmatch=True)
+    shapes = [
+        name.map(lambda n: f"{{base}}/a\n{n}"),
+        name.map(lambda n: f"{{base}}/{n}\n"),
+        name.map(lambda n: f"{{base}}/file/{n}"),
+        st.just("{base}/dangling"),
+        name.map(lambda n: f"{{base}}/dangling/{n}"),
+        st.just("{base}/fifo"),
+    ]
+    if role == "file":
+        shapes += [st.just("/dev/zero"), st.just("{base}/returned")]
+    if role in ("in", "out"):
+        shapes += [st.just("{base}/file")]
+    if role in ("out", "out-file"):
+        shapes += [name.map(lambda n: f"/proc/{n}"), name.map(lambda n: f"{{base}}/ro/{n}")]
+    if role == "out-file":
+        shapes += [st.just("/dev/null"), st.just("{base}/pki")]
+    return st.one_of(shapes)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_path_option_refuses_an_unusable_path_in_one_line(
+    data: st.DataObject, sandbox: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: no traceback for a path. Each value is refused with exit 2 and one line that starts with
+    `error:` and names the option, and nothing is written anywhere."""
+    command, option, role = data.draw(st.sampled_from(PATH_OPTIONS))
+    bad = data.draw(unusable_paths(role)).replace("{base}", str(sandbox))
+    argv = [a.replace("{base}", str(sandbox)) for a in command.split(" ")]
+    argv = [bad if a == "{bad}" else a for a in argv]
+    before = tree(sandbox)
+    capsys.readouterr()
+    with no_hang(10):
+        status = main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert status == 2, (argv, captured)
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
+    assert option in captured.err, captured.err
+    assert tree(sandbox) == before, f"{argv} wrote something"
+
+
+def test_a_spec_an_editor_saved_with_a_byte_order_mark_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a spec starting with a UTF-8 BOM failed with "Invalid statement"."""
+    spec = tmp_path / "spec.toml"
+    spec.write_bytes(b'\xef\xbb\xbf[[clients]]\nuser = "root"\n')
+    assert crdb("plan", "--config", spec) == 0
+    assert "client.root" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("a = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply"),
+        ('[[nodes]]\nname = "n"\nhosts = ["' + "h" * 500_000 + '"]\n', '..." (500000 characters)'),
+        ("# " + "x" * (2 << 20) + "\n", "larger than 1024 KB"),
+    ],
+    ids=["nested-500-levels", "a-500-KB-value", "a-2-MB-spec"],
+)
+def test_a_spec_too_deep_or_too_big_is_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str
+) -> None:
+    """Issue 11: a TOML nested 500 levels ended in a RecursionError; a 10 MB value was echoed whole."""
+    spec = write_spec(tmp_path, text)
+    assert crdb("issue", "--config", spec, "--out", tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1, captured.err[:500]
+    assert error in captured.err and len(captured.err) < 400, captured.err[:500]
+    assert not (tmp_path / "out").exists()

@@ -11,14 +11,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from tests import pkicheck
-from tests.conftest import REPO, crdb, write_spec
+from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.pkicheck import CLIENT, SERVER
 
 PYTHON = sys.executable
@@ -415,3 +417,141 @@ def test_a_killed_rotation_names_the_kept_key_and_a_re_run_completes_it(
 def _outside_state(out: Path) -> dict[str, bytes]:
     """Every file but the lock and what a killed run left in its staging area (the next run removes it)."""
     return {p: data for p, data in snapshot(out).items() if not p.startswith(".crdb-certs/")}
+
+
+# ------------------------------------------------------------------- the file system fails the run
+
+EC_SPEC = 'key_type = "ec"\n' + SPEC
+
+
+@pytest.fixture(scope="module")
+def ec_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two nodes, one user, EC keys (fast): copied by each test that changes it."""
+    folder = tmp_path_factory.mktemp("ec")
+    spec = write_spec(folder, EC_SPEC)
+    assert crdb("issue", "--config", spec, "--out", folder / "out", "--quiet") == 0
+    return folder
+
+
+def copied(ec_pki: Path, tmp_path: Path) -> tuple[Path, Path]:
+    shutil.copytree(ec_pki / "out", tmp_path / "out", symlinks=True)
+    return write_spec(tmp_path, EC_SPEC), tmp_path / "out"
+
+
+def one_line(capsys: pytest.CaptureFixture[str], *wanted: str) -> str:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: "), captured.err
+    for text in wanted:
+        assert text in captured.err, captured.err
+    return captured.err
+
+
+@contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[None]:
+    """A tmpfs mounted at `where` (created), or the test skipped where this process may not mount."""
+    where.mkdir(exist_ok=True)
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", where], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here ({e})")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", where], check=True)
+
+
+def test_a_fifo_in_a_certs_directory_hangs_nothing_and_renew_commits_nothing(
+    ec_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a FIFO hung `list`/`check` (*.crt) and a no-op `issue`; `renew` then failed with a
+    traceback after index.txt was committed."""
+    spec, out = copied(ec_pki, tmp_path)
+    os.mkfifo(out / "certs" / "extra.crt")
+    os.mkfifo(out / "nodes" / "a" / "client.bob.crt")
+    before = snapshot(out)
+    with no_hang():
+        assert crdb("list", out / "nodes" / "a") == 0
+        assert crdb("check", out) == 1  # the FIFO client.bob.crt cannot be read: said, not waited for
+        assert "nodes/a/client.bob.crt: cannot be read (" in capsys.readouterr().out
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 1  # the audit: cert-unreadable
+        capsys.readouterr()
+        assert crdb("renew", "--config", spec, "--out", out, "--nodes", "a") == 2
+    one_line(capsys, "not a regular file", "client.bob.crt")
+    assert snapshot(out) == before
+
+
+def test_nodes_or_requests_on_another_file_system_is_refused_before_anything_is_made(
+    ec_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: with nodes/ (or requests/) a link to another file system, rename(2) failed with EXDEV
+    after certs/ was committed, and every re-run failed the same way. (/dev/shm: a tmpfs.)"""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no /dev/shm on another file system")
+    spec = write_spec(tmp_path, EC_SPEC)
+    for linked in ("nodes", "requests"):
+        elsewhere = Path(tempfile.mkdtemp(prefix=f"crdb-certs-{linked}-", dir=shm))
+        try:
+            out = tmp_path / f"out-{linked}"
+            out.mkdir()
+            (out / linked).symlink_to(elsewhere)
+            capsys.readouterr()
+            assert crdb("issue", "--config", spec, "--out", out) == 2
+            one_line(capsys, f"{out / linked}: on another file system")
+            assert {p.name for p in out.iterdir()} == {".crdb-certs", linked}
+            assert not any(elsewhere.iterdir())
+        finally:
+            shutil.rmtree(elsewhere)
+
+
+def test_a_certs_symlink_is_refused_not_replaced_by_a_folder(
+    ec_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a pre-made certs/ symlink was silently replaced by a folder (the link's target kept the
+    old files). Refused before anything is written; a run that changes nothing there still passes."""
+    spec, out = copied(ec_pki, tmp_path)
+    (out / "certs").rename(tmp_path / "certs-elsewhere")
+    (out / "certs").symlink_to(tmp_path / "certs-elsewhere")
+    before = snapshot(tmp_path)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    capsys.readouterr()
+    assert crdb("renew", "--config", spec, "--out", out, "--clients", "root") == 2
+    one_line(capsys, f"{out / 'certs'}: a symbolic link")
+    assert (out / "certs").is_symlink()
+    assert snapshot(tmp_path) == before
+
+
+def test_a_read_only_output_folder_is_one_line(
+    ec_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: on a read-only mount even a no-op run ended in a traceback."""
+    spec = write_spec(tmp_path, EC_SPEC)
+    mount = tmp_path / "mnt"
+    with tmpfs(mount, "size=1m"):
+        shutil.copytree(ec_pki / "out", mount / "out", symlinks=True)
+        subprocess.run(["mount", "-o", "remount,ro", mount], check=True)
+        capsys.readouterr()
+        for command in (["issue"], ["renew", "--nodes", "a"], ["rotate-ca"]):
+            assert crdb(*command, "--config", spec, "--out", mount / "out") == 2
+            one_line(capsys, "error: --out: ", "Read-only file system")
+        assert crdb("render", "--config", spec, "--out", mount / "new") == 2
+        one_line(capsys, "error: --out: ", "Read-only file system")
+
+
+def test_a_full_disk_during_renews_backup_leaves_no_half_backup(
+    ec_pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: ENOSPC while renew kept the old files left a partial backup folder (and a traceback).
+    backup/ here is a tmpfs of one page: the first file fits, the second does not."""
+    spec, out = copied(ec_pki, tmp_path)
+    before = snapshot(out)
+    with tmpfs(out / "backup", "size=4k"):
+        capsys.readouterr()
+        assert crdb("renew", "--config", spec, "--out", out, "--nodes", "a,b") == 3
+        one_line(capsys, "No space left on device", "nothing changed")
+        assert not any((out / "backup").iterdir())
+    assert snapshot(out) == before
+    assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from orchestrator import certcheck, openssl, plan, render, runner, spec, validate
 from orchestrator.errors import RunError, SpecError
+from orchestrator.profiles import PROFILES, ProfileName
 from orchestrator.steps import Kind, Plan, RandomSerial, Run, Task, Verify
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
@@ -416,7 +417,11 @@ def test_cnf_value_keeps_each_trap_literal_through_openssl_req(
     value: str, tmp_path: Path, premade_keys: dict[str, Path]
 ) -> None:
     text = render.render(
-        "client.cnf.j2", profile="secure", common_name=value, root_san=False, first_user=False
+        "client.cnf.j2",
+        profile=PROFILES[ProfileName.SECURE],
+        common_name=value,
+        root_san=False,
+        first_user=False,
     )
     assert _common_names_of_request(text, premade_keys["leaf"], tmp_path) == [value]
 
@@ -429,7 +434,7 @@ def test_unescaped_rendering_is_what_the_filter_prevents(
         loader=jinja2.FileSystemLoader(str(render.resource("templates"))), autoescape=False
     )
     text = raw.get_template("client.cnf.j2").render(
-        profile="secure", common_name="Acme #1", root_san=False, first_user=False
+        profile=PROFILES[ProfileName.SECURE], common_name="Acme #1", root_san=False, first_user=False
     )
     assert _common_names_of_request(text, premade_keys["leaf"], tmp_path) == ["Acme"]
 
@@ -459,7 +464,7 @@ def test_a_san_value_with_a_comma_stays_one_entry(tmp_path: Path, premade_keys: 
     """SANs are rendered one per line (@alt_names): even a value validation would refuse cannot split."""
     text = render.render(
         "node.cnf.j2",
-        profile="secure",
+        profile=PROFILES[ProfileName.SECURE],
         common_name="node",
         sans=(("DNS", "a,DNS:node,IP:1.2.3.4"),),
         section="node_certificate",

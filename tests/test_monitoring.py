@@ -20,6 +20,7 @@ import yaml
 from cryptography import x509
 
 from orchestrator import monitoring
+from orchestrator.lifecycle import Seen
 from tests.conftest import REPO, crdb, write_spec
 
 SPEC = """\
@@ -133,13 +134,20 @@ def test_prometheus_samples_pass_promtool_and_are_the_certificates_expiry(
 def test_label_values_are_escaped_as_the_exposition_format_says(
     rotated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    odd = tmp_path / 'a "quoted"\\ name\nwith a new line'
+    odd = tmp_path / 'a "quoted"\\ name'  # (a path with a line break is refused as the command is read)
     shutil.copytree(rotated / "nodes" / "n1", odd)
     status, text = check_output(odd, "--format", "prometheus", capsys=capsys)
     assert status == 0
     promtool_accepts("check", "metrics", stdin=text)
     paths = {labels["path"] for name, labels, _ in samples(text) if name == monitoring.EXPIRY}
     assert paths == {str(odd)}
+    # A subject's CN is whatever the certificate says, line breaks included.
+    cn = 'x"\\\ny'
+    seen = [Seen(odd, "client.x.crt", 0, "client", cn, datetime.now(UTC))]
+    text = monitoring.prometheus(seen, [], datetime.now(UTC))
+    promtool_accepts("check", "metrics", stdin=text)
+    assert 'principal="x\\"\\\\\\ny"' in text
+    assert [labels["principal"] for _, labels, _ in samples(text) if labels] == [cn]
 
 
 def test_json_is_the_same_data_and_follows_its_schema(

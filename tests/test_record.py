@@ -10,11 +10,15 @@ import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
+from orchestrator import record, spec
+from orchestrator.profiles import ProfileName
+from orchestrator.spec import Layout
 from tests import pkicheck
 from tests.conftest import REPO, crdb, write_spec
 from tests.orgca import OrgCA
@@ -350,3 +354,12 @@ def test_a_clock_behind_replaces_nothing(pki: Path) -> None:
     assert run.returncode == 1, run.stderr
     assert "is this machine's clock right?" in run.stderr
     assert snapshot(pki) == before
+
+
+def test_profile_and_layout_are_enums_the_record_writes_as_the_toml_does() -> None:
+    data = {"profile": "docs-v19", "layout": "split-ca", "nodes": [{"name": "n1", "hosts": ["n1"]}]}
+    the_spec = spec.parse(data)
+    assert the_spec.profile is ProfileName.DOCS_V19 and the_spec.layout is Layout.SPLIT_CA
+    text = record.of(the_spec)
+    assert '\nprofile = "docs-v19"\nlayout = "split-ca"\n' in text
+    assert spec.parse(tomllib.loads(text)["spec"]) == the_spec

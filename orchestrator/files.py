@@ -1,0 +1,29 @@
+"""Reading a file the user points at without trusting what it is: a FIFO would block the read forever,
+a device (`/dev/zero`) would never end. Every certificate, key, spec and config crdb-certs reads comes
+through `read_regular`."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+MAX_READ = 1 << 20  # certificates, keys and specs are a few KB; anything larger is not one
+
+
+class NotRegular(OSError):
+    """`path` is a FIFO, a socket or a device (or a folder): never read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
+
+
+def read_regular(path: Path, limit: int = MAX_READ) -> bytes:
+    """At most `limit` bytes of `path`, if it is a regular file (a symlink to one is fine). O_NONBLOCK:
+    opening a FIFO with no writer returns at once instead of waiting for one; fstat then refuses it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(path)
+        return handle.read(limit)

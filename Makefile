@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: certs test lint bench clean
+# The suite's tests run in parallel, one worker per CPU (pytest-xdist): each test makes its own folders,
+# ports and PostgreSQL cluster. `make test PYTEST_ARGS=` runs them in one process.
+PYTEST_ARGS ?= -n auto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +23,7 @@ certs: $(STAMP)
 
 ## test: lint, type-check and the whole test suite (real openssl, real PostgreSQL)
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## test-openssl-1.1.1, test-openssl-3.5: the whole suite again on that OpenSSL (Debian 11's, Debian 13's),
 ## unpacked into .cache/ by .ci/fetch-openssl
@@ -28,13 +31,34 @@ OPENSSL_AT = $(CURDIR)/.cache/openssl-$*
 # Made through pattern rules, the fetched openssl would count as intermediate and be deleted after use.
 .SECONDARY:
 test-openssl-%: $(STAMP) openssl-%
-	PATH="$(OPENSSL_AT)/bin:$$PATH" CRDB_CERTS_TEST_OPENSSL="OpenSSL $*" $(BIN)/pytest
+	PATH="$(OPENSSL_AT)/bin:$$PATH" CRDB_CERTS_TEST_OPENSSL="OpenSSL $*" $(BIN)/pytest $(PYTEST_ARGS)
 
 openssl-%: $(CURDIR)/.cache/openssl-%/bin/openssl
 	@$(CURDIR)/.cache/openssl-$*/bin/openssl version
 
 $(CURDIR)/.cache/openssl-%/bin/openssl:
 	.ci/fetch-openssl $* $(OPENSSL_AT)
+
+## test-python-3.13: the whole suite again on that CPython (Debian 13's), unpacked into .cache/ by
+## .ci/fetch-python, in its own virtual environment (.cache/venv-3.13)
+PYTHON_AT = $(CURDIR)/.cache/python-$*/root/usr/bin/python3
+test-python-%: .cache/venv-%/.installed
+	.cache/venv-$*/bin/pytest $(PYTEST_ARGS)
+
+# No pip inside (Debian's ensurepip looks for the machine's wheels): that release's pip runs from its wheel.
+.cache/venv-%/.installed: pyproject.toml | python-%
+	rm -rf .cache/venv-$*
+	$(PYTHON_AT) -m venv --without-pip .cache/venv-$*
+	.cache/venv-$*/bin/python .cache/python-$*/pip.whl/pip install --quiet --disable-pip-version-check \
+		-e '.[test]'
+	.cache/venv-$*/bin/python -m compileall -q orchestrator
+	touch $@
+
+python-%: $(CURDIR)/.cache/python-%/root/usr/bin/python3
+	@$(PYTHON_AT) --version
+
+$(CURDIR)/.cache/python-%/root/usr/bin/python3:
+	.ci/fetch-python $* $(CURDIR)/.cache/python-$*
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tests

@@ -299,7 +299,9 @@ def issue(
 
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as bar:
+        # Refreshed by each step, not by a thread of its own: runner._run forks, never beside another thread.
+        columns = SpinnerColumn(), TextColumn("{task.description}")
+        with Progress(*columns, transient=True, auto_refresh=False) as bar:
             counter = bar.add_task("issuing certificates …", total=None)
             done, total, started = 0, 0, time.monotonic()
 
@@ -315,7 +317,7 @@ def issue(
                 done += 1
                 left = (time.monotonic() - started) / done * (total - done)
                 eta = f", about {_eta(left)} left" if done < total else ""
-                bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}")
+                bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}", refresh=True)
 
             result = runner.issue(
                 the_spec, out, openssl.find, jobs or 0, progress=advance, planner=counted, backup=backup

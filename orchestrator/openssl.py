@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,19 @@ class OpenSSL:
             raise RunError(f"command failed (exit {e.exit_code}): {shlex.join(argv)}\n{stderr}") from None
         except (OSError, sh.ForkException) as e:  # the binary went away or cannot be run any more
             raise RunError(f"command failed: {shlex.join(argv)}: {_last_line(e)}") from None
+        finally:
+            _join_sh_timers()
         return str(out)
+
+
+def _join_sh_timers() -> None:
+    """`sh` joins the threads it starts for a command before the command returns, except a Timer it
+    cancels (sh 2.x, OProc._process_exit_cleanup) and leaves to end on its own: wait for it, so that the
+    next fork (by sh, or the runner's) is made by a process with one thread (Python 3.12+ warns otherwise,
+    and a child forked beside another thread may deadlock)."""
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer) and thread.finished.is_set():
+            thread.join()
 
 
 def _last_line(error: Exception) -> str:
@@ -105,6 +118,8 @@ def find() -> OpenSSL:
         raise UserError(f"{named}: `{path} version` failed: {said}") from None
     except (OSError, sh.ForkException) as e:  # a broken interpreter line, a binary for another machine
         raise UserError(f"{named}: {path} cannot be run: {_last_line(e)}") from None
+    finally:
+        _join_sh_timers()
     version = " ".join(version.split())
     supported, reason = check_version(version)
     if not supported:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -22,8 +23,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -266,24 +266,91 @@ def _run(todo: Plan, stage: Path, openssl: OpenSSL | None, jobs: int, progress: 
     for i in sorted(early):
         _do(steps[i], stage, openssl)
     # Each new key and the CSR made from it (~90% of the time) depend on nothing else: run those chains
-    # `jobs` at a time; every other step runs in the plan's order, waiting only for the chain it reads.
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running: dict[int, Future[None]] = {}
-        for chain in _key_chains(steps).values():
-            future = pool.submit(_do_all, [steps[i] for i in chain], stage, openssl)
-            running.update(dict.fromkeys(chain, future))
+    # `jobs` at a time, each in a child process; every other step runs here in the plan's order, waiting
+    # only for the chain it reads. Processes, not threads: `sh` forks, and a fork while another thread
+    # runs may deadlock the child (Python 3.12+ warns). This thread forks, and only between commands,
+    # when it is the only thread (OpenSSL.run waits for the threads `sh` starts).
+    chains = list(_key_chains(steps).values())
+    chain_of = {i: n for n, chain in enumerate(chains) for i in chain}
+    running: dict[int, _Child] = {}
+    finished: set[int] = set()
+    try:
+        for i, step in enumerate(steps):
+            if i in chain_of:
+                while chain_of[i] not in finished:
+                    _start_chains(chains, steps, running, finished, jobs, stage, openssl)
+                    finished.add(_reap(running))
+            elif i not in early:
+                _start_chains(chains, steps, running, finished, jobs, stage, openssl)
+                _do(step, stage, openssl)
+            if isinstance(step, Verify):
+                progress(step.expect.cert)
+    finally:
+        while running:  # after a failure: let the others end before the staging folder is removed
+            with suppress(BaseException):
+                _reap(running)
+
+
+@dataclass(frozen=True)
+class _Child:
+    pid: int
+    error: int  # the read end of a pipe: what the child failed with, if it did, then EOF when it ends
+
+
+def _start_chains(
+    chains: list[list[int]],
+    steps: list[Step],
+    running: dict[int, _Child],
+    finished: set[int],
+    jobs: int,
+    stage: Path,
+    openssl: OpenSSL | None,
+) -> None:
+    """Start the next chains in plan order, until `jobs` run."""
+    for n, chain in enumerate(chains):
+        if len(running) >= jobs:
+            return
+        if n not in running and n not in finished:
+            running[n] = _fork([steps[i] for i in chain], stage, openssl)
+
+
+_INTERRUPTED = "interrupted\n"  # how a child says it was stopped by a signal (the rest: a RunError)
+
+
+def _fork(steps: list[Step], stage: Path, openssl: OpenSSL | None) -> _Child:
+    """Run `steps` in a child process; `_reap` says how it ended."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        status = 0
         try:
-            for i, step in enumerate(steps):
-                if i in running:
-                    running[i].result()
-                elif i not in early:
-                    _do(step, stage, openssl)
-                if isinstance(step, Verify):
-                    progress(step.expect.cert)
-        except BaseException:
-            for future in running.values():
-                future.cancel()
-            raise
+            os.close(read)
+            _do_all(steps, stage, openssl)
+        except BaseException as e:
+            status = 1
+            said = str(e) if isinstance(e, RunError) else f"{type(e).__name__}: {e}"
+            with suppress(OSError):
+                os.write(write, ((_INTERRUPTED if isinstance(e, KeyboardInterrupt) else "") + said).encode())
+        finally:
+            os._exit(status)
+    os.close(write)
+    return _Child(pid, read)
+
+
+def _reap(running: dict[int, _Child]) -> int:
+    """Wait for the first of the running chains to end; return its number, or raise what it failed with."""
+    by_fd = {child.error: n for n, child in running.items()}
+    ready, _, _ = select.select(list(by_fd), [], [])
+    n = by_fd[ready[0]]
+    child = running.pop(n)
+    with os.fdopen(child.error, "rb") as error:
+        said = error.read().decode(errors="replace")
+    _, status = os.waitpid(child.pid, 0)
+    if said.startswith(_INTERRUPTED):
+        raise KeyboardInterrupt(said.removeprefix(_INTERRUPTED))
+    if said or status != 0:
+        raise RunError(said or f"the process making a key ended with wait status {status}")
+    return n
 
 
 def _key_chains(steps: list[Step]) -> dict[int, list[int]]:

@@ -6,7 +6,7 @@ An event is a finished plan step (`runner._do` returned: "Write", "Run:genrsa", 
 made while committing ("replace index.txt", "rename certs", "link ca.key"). Each event is appended to LOG
 before WHEN is looked at, so WHEN = "never" lists every point at which a kill can land. WHEN = "Verify"
 kills after the first event that starts with that text, "Run:ca@2" after the second one (keys are made
-in parallel threads, so a plain count would not always land on the same kind of step). With WHEN =
+in parallel processes, so a plain count would not always land on the same kind of step). With WHEN =
 "SIGTERM:<when>" the signal sent there is SIGTERM (as `docker stop` sends it), not SIGKILL.
 
 Nothing in the product knows about this: the launcher wraps the functions from outside, in its own
@@ -15,10 +15,10 @@ process, and kills that process with SIGKILL, which no handler or `finally` can 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,18 +31,24 @@ def install(when: str, log: Path) -> None:
     # "SIGTERM:<when>" sends SIGTERM instead, which the run may catch (while committing it holds it).
     sent = signal.SIGTERM if when.startswith("SIGTERM:") else signal.SIGKILL
     prefix, _, nth = when.removeprefix("SIGTERM:").partition("@")
-    seen = 0
-    guard = threading.Lock()
+    run = os.getpid()
+    killed = log.with_name(log.name + ".killed")
 
     def event(what: str) -> None:
-        nonlocal seen
-        with guard:
-            with log.open("a") as handle:
-                handle.write(what + "\n")
-            if what.startswith(prefix):
-                seen += 1
-                if seen == int(nth or 1):
-                    os.kill(os.getpid(), sent)
+        # Keys are made in child processes (runner._run): they log here too, one process at a time. After
+        # the kill, the children left running as orphans finish their keys unlogged (the run is over).
+        with log.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if killed.exists():
+                return
+            handle.write(what + "\n")
+            handle.flush()
+            seen = sum(line.startswith(prefix) for line in log.read_text().splitlines())
+            if what.startswith(prefix) and seen == int(nth or 1):
+                killed.touch()
+                os.kill(run, sent)
+                if os.getpid() != run:
+                    os.kill(os.getpid(), signal.SIGKILL)  # a child: it stops where the event happened
 
     real_do = runner._do
 

@@ -241,8 +241,9 @@ def test_a_killed_update_leaves_old_or_new_never_a_mix(
 
 
 def _wrapper(folder: Path, kill_at: int, real: str) -> Path:
-    """An `openssl` that counts its invocations and, at the k-th, SIGKILLs its parent (crdb-certs) and then
-    runs the real openssl as an orphan, as a crash in the middle of a step would leave it."""
+    """An `openssl` that counts its invocations and, at the k-th, SIGKILLs crdb-certs (its parent, and the
+    process making that key if it is one) and then runs the real openssl as an orphan, as a crash in the
+    middle of a step would leave it."""
     bin_dir = folder / "bin"
     bin_dir.mkdir()
     counter = folder / "count"
@@ -255,7 +256,12 @@ n=$(( $(cat '{counter}' 2>/dev/null || echo 0) + 1 ))
 echo "$n" > '{counter}'
 flock -u 9
 echo "$n $1" >> '{counter}.log'
-if [ "$n" -eq {kill_at} ]; then kill -9 "$PPID"; fi
+if [ "$n" -eq {kill_at} ]; then
+    # crdb-certs: the parent, or the parent's parent when the parent is a process making keys (runner._run)
+    grand=$(awk '{{print $4}}' /proc/$PPID/stat)
+    if tr '\\0' ' ' < /proc/$grand/cmdline | grep -q orchestrator; then kill -9 "$grand"; fi
+    kill -9 "$PPID"
+fi
 exec '{real}' "$@"
 """
     )
@@ -269,8 +275,8 @@ def test_killed_while_openssl_runs(tmp_path: Path) -> None:
     assert real is not None
     spec = write_spec(tmp_path, SPEC)
     seen = set()
-    # 1 is `openssl version`; then the pool makes each key and its request (every chain starts with a key,
-    # so 2 is always a genrsa) while the main thread signs; the last of the 12, the third `ca`, is a
+    # 1 is `openssl version`; then child processes make each key and its request (every chain starts with
+    # a key, so 2 is always a genrsa) while the main process signs; the last of the 12, the third `ca`, is a
     # signature whatever the interleaving.
     for k in (2, 12):
         folder = tmp_path / f"w{k}"

@@ -62,12 +62,24 @@ class Listing:
         table.caption = f"({len(self.rows)} row{'' if len(self.rows) == 1 else 's'})"
         return table
 
+    def plain(self) -> str:
+        """The table for a pipe or a file: one line per row, columns separated by a tab, never padded
+        (`cut -f2`, `awk -F'\\t'` read it); a tab or a line break inside a cell is shown escaped."""
+        lines = [f"Certificate directory: {_one_line(str(self.directory))}", "\t".join(HEADERS)]
+        lines += ["\t".join(_one_line(cell) for cell in row.cells()) for row in self.rows]
+        lines.append(f"({len(self.rows)} row{'' if len(self.rows) == 1 else 's'})")
+        return "\n".join(lines)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "directory": str(self.directory),
             "certificates": [r.as_dict() for r in self.rows],
             "error": self.fatal,
         }
+
+
+def _one_line(cell: str) -> str:
+    return cell.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def listing(directory: Path, now: datetime | None = None) -> Listing:

@@ -39,7 +39,7 @@ from orchestrator import (
 from orchestrator.errors import ExitStatus, Interrupted, RunError, SpecError, UserError
 from orchestrator.lifecycle import Stage
 from orchestrator.nextsteps import next_steps
-from orchestrator.steps import Plan
+from orchestrator.steps import Plan, Verify
 
 Say = Callable[[str], None]
 
@@ -227,9 +227,20 @@ def _help_without_command(ctx: click.Context) -> None:
     subcommand_metavar="COMMAND [ARGS]...",
 )
 @click.version_option(package_name="crdb-certs")
+@click.option(
+    "--openssl",
+    "openssl_path",
+    metavar="PATH",
+    default=None,
+    help=f"The openssl to run (a Homebrew or custom build) [default: ${openssl.ENV}, else openssl on PATH].",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, openssl_path: str | None) -> None:
     """CockroachDB certificates with openssl, the way the docs make them, without their mistakes."""
+    if openssl_path is not None:
+        openssl.choose(openssl_path)
+    elif os.environ.get(openssl.ENV):
+        openssl.choose(os.environ[openssl.ENV], openssl.ENV)
     _help_without_command(ctx)
 
 
@@ -285,21 +296,32 @@ def issue(
 
     backup = out / names.BACKUP_DIR
     if sys.stdout.isatty() and not quiet:
+        import time
+
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         # Refreshed by each step, not by a thread of its own: runner._run forks, never beside another thread.
         columns = SpinnerColumn(), TextColumn("{task.description}")
         with Progress(*columns, transient=True, auto_refresh=False) as bar:
             counter = bar.add_task("issuing certificates …", total=None)
-            done = 0
+            done, total, started = 0, 0, time.monotonic()
+
+            def counted(where: Path) -> Plan:
+                """The plan, and its total: each certificate is verified once (a Verify step)."""
+                nonlocal total
+                todo = planner(where)
+                total = sum(isinstance(step, Verify) for step in todo.steps)
+                return todo
 
             def advance(cert: str) -> None:
                 nonlocal done
                 done += 1
-                bar.update(counter, description=f"{done} verified, last: {cert}", refresh=True)
+                left = (time.monotonic() - started) / done * (total - done)
+                eta = f", about {_eta(left)} left" if done < total else ""
+                bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}", refresh=True)
 
             result = runner.issue(
-                the_spec, out, openssl.find, jobs or 0, progress=advance, planner=planner, backup=backup
+                the_spec, out, openssl.find, jobs or 0, progress=advance, planner=counted, backup=backup
             )
     else:
         result = runner.issue(the_spec, out, openssl.find, jobs or 0, planner=planner, backup=backup)
@@ -321,6 +343,11 @@ def issue(
     return ExitStatus.OK
 
 
+def _eta(seconds: float) -> str:
+    """An estimate as a person reads it: whole seconds, then whole minutes."""
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
 def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
     """`issue --check`: the same planning and the same refusals as `issue` (so a refusal is the same
     error), then what it would do; with nothing to do, the same audit `issue` ends with."""
@@ -337,6 +364,52 @@ def _check_issue(the_spec: spec.Spec, out: Path, asked: changes.Asked) -> int:
     _audit_issued(out, todo, (), click.echo)
     runner.check_ca_keys(the_spec, out)
     click.echo(f"{out}: up to date")
+    return ExitStatus.OK
+
+
+@cli.command(name="init")
+@click.argument("file", type=PathParam(path_type=Path, dir_okay=False), default="certs.toml")
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    metavar="NAME=HOST,HOST",
+    help="A node and the names and addresses it is reached by (repeat for each node)"
+    " [default: node1=localhost,127.0.0.1].",
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    help="A SQL user to make a client certificate for (repeat) [default: root].",
+)
+@click.option("--kubernetes", "release", default=None, help="The Helm release (or operator cluster) name.")
+@click.option("--namespace", default="default", show_default=True, help="Its namespace (with --kubernetes).")
+@click.option("--profile", type=click.Choice(spec.PROFILES), default="secure", show_default=True)
+@click.option("--layout", type=click.Choice(spec.LAYOUTS), default="standard", show_default=True)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+def init_command(
+    file: Path,
+    nodes: tuple[str, ...],
+    users: tuple[str, ...],
+    release: str | None,
+    namespace: str,
+    profile: str,
+    layout: str,
+    force: bool,
+) -> int:
+    """Write a commented spec to start from (FILE, default certs.toml), which `issue` accepts as it is.
+
+    Every optional key is in it, commented out with its default. An existing FILE is kept unless --force.
+    """
+    from orchestrator import init
+
+    if release is None and namespace != "default":
+        raise UserError(f"--namespace: {namespace!r} needs --kubernetes RELEASE")
+    kubernetes = (release, namespace) if release is not None else None
+    text = init.spec_text([init.parse_node(n) for n in nodes], list(users), profile, layout, kubernetes)
+    init.write(file, text, force)
+    click.echo(f"{file}: written; next: crdb-certs issue --config {script.quote(file)} --out DIR")
     return ExitStatus.OK
 
 
@@ -552,24 +625,44 @@ def _csv(value: str | None) -> tuple[str, ...]:
 @click.option(
     "--within", default="30d", show_default=True, help="The window: 12h, 30d, 2w (hours, days, weeks)."
 )
-def check_command(target: Path, within: str) -> int:
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json", "prometheus"]),
+    default="text",
+    show_default=True,
+    help="json: every certificate (orchestrator/check.schema.json); prometheus: one gauge sample per"
+    " certificate, for node_exporter's textfile collector (`export alert-rules` alerts on them).",
+)
+def check_command(target: Path, within: str, output: str) -> int:
     """Exit 1 if a certificate in TARGET expires within the window (each listed), 0 if none does.
 
     TARGET is a certs directory, or an output folder (its certs/ and every nodes/<name>/ are checked).
-    For cron and CI: exit 2 on a usage error.
+    For cron and CI: exit 2 on a usage error. With --format json or prometheus every certificate is
+    written, and the exit status is the same.
     """
     window = duration.parse("--within", within)
     now = datetime.now(UTC)
     found, seen = lifecycle.expiring(target, window, now)
     interrupted = lifecycle.interrupted_rotations(target)
+    status = ExitStatus.FINDINGS if found or interrupted else ExitStatus.OK
+    if output != "text":
+        from orchestrator import monitoring
+
+        every = lifecycle.inventory(target)
+        if output == "json":
+            report = monitoring.as_json(target, every, interrupted, now, window)
+            click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        else:
+            click.echo(monitoring.prometheus(every, interrupted, now), nl=False)
+        return status
     for line in interrupted:
         click.echo(line)
     for expiry in found:
         click.echo(expiry.line(now))
-    if found or interrupted:
-        return ExitStatus.FINDINGS
-    click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
-    return ExitStatus.OK
+    if status == ExitStatus.OK:
+        click.echo(f"{target}: none of {seen} certificates expires within {duration.show(window)}")
+    return status
 
 
 @cli.group(name="export", invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
@@ -647,6 +740,26 @@ def export_k8s(
         click.echo(line)
     shown = script.quote(out)
     click.echo(f"Then: kubectl apply -f {shown}, and delete {shown}: it holds private keys.")
+    return ExitStatus.OK
+
+
+@export_group.command(name="alert-rules")
+@click.option(
+    "--out",
+    type=PathParam(path_type=Path, dir_okay=False),
+    required=True,
+    help="The rules file to write (YAML), for Prometheus' rule_files.",
+)
+def export_alert_rules(out: Path) -> int:
+    """Prometheus alerting rules over `check --format prometheus`, with CockroachDB's own thresholds.
+
+    A CA (or client or UI CA) under 366 days left, a node certificate under 183, the DB Console's under 20,
+    a client certificate under 30; any certificate expired; samples not refreshed for 2 days; errors.
+    """
+    from orchestrator import monitoring
+
+    out.write_text(monitoring.alert_rules(), encoding="utf-8")  # an OSError: one line naming --out
+    click.echo(f"{out}: Prometheus alerting rules (test them: promtool check rules {script.quote(out)})")
     return ExitStatus.OK
 
 
@@ -789,18 +902,17 @@ def probe_command(
 )
 def list_command(certs_dir: Path, output: str) -> int:
     """The `cockroach cert list` table for CERTS_DIR, plus the days each certificate has left."""
-    from rich.console import Console
-
     from orchestrator import certlist
 
     found = certlist.listing(certs_dir)
     if output == "json":
         click.echo(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
+    elif not sys.stdout.isatty():  # a pipe or a file: plain columns, not padded to a terminal's width
+        click.echo(found.plain())
     else:
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(highlight=False, width=max(console.width, 200))
-        console.print(found.table())
+        from rich.console import Console
+
+        Console(highlight=False).print(found.table())
     if found.fatal:
         _err(f"error: {found.fatal}")
         return ExitStatus.FINDINGS
@@ -879,4 +991,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         _err("interrupted")
         return e.status
+    finally:
+        openssl.choose(None)  # a choice made by one command line is not the next one's (tests run many)
     return int(status or 0)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from orchestrator import (
     backups,
@@ -35,6 +36,7 @@ from orchestrator import (
     validate,
 )
 from orchestrator.certcheck import load_cert, load_certs, load_key, signed_by
+from orchestrator.certsdir import Usage
 from orchestrator.certsdir import read as read_dir
 from orchestrator.errors import SpecError, UserError, printable
 from orchestrator.spec import Spec
@@ -392,30 +394,72 @@ def certs_dirs(target: Path) -> list[Path]:
     return [target]
 
 
-def expiring(target: Path, within: timedelta, now: datetime | None = None) -> tuple[list[Expiry], int]:
-    """Every certificate under `target` that expires within `within` (or cannot be read), soonest first,
-    and how many certificates were looked at. In a CA file every certificate counts (a rotation bundle's
-    old CA too); in a leaf's file only the first (the rest is its chain), as CockroachDB reads them."""
-    now = now or datetime.now(UTC)
-    found: list[Expiry] = []
-    seen = 0
+@dataclass(frozen=True)
+class Seen:
+    """One certificate `check` looked at (or a certificate file it could not read: `not_after` None)."""
+
+    folder: Path  # the certs directory
+    file: str  # its file name there
+    index: int  # its place in the file: 0, or 1, 2, … for the other CAs of a CA bundle
+    usage: str  # ca, ca-client, ca-ui, node, node-client, ui, client (CockroachDB's metric names)
+    principal: str  # the subject's CN ("" when it has none)
+    not_after: datetime | None
+    error: str = ""
+
+
+# CockroachDB's names for them (its metrics security.certificate.expiration.<usage>).
+_USAGE_NAMES = {
+    Usage.CA: "ca",
+    Usage.CLIENT_CA: "ca-client",
+    Usage.UI_CA: "ca-ui",
+    Usage.TENANT_CA: "ca-client-tenant",
+    Usage.NODE: "node",
+    Usage.UI: "ui",
+    Usage.CLIENT: "client",
+    Usage.TENANT: "client-tenant",
+    Usage.TENANT_SIGNING: "tenant-signing",
+}
+
+
+def inventory(target: Path) -> list[Seen]:
+    """Every certificate under `target` (a certs directory or an output folder). In a CA file every
+    certificate counts (a rotation bundle's old CA too); in a leaf's file only the first (the rest is its
+    chain), as CockroachDB reads them."""
+    seen: list[Seen] = []
     for folder in certs_dirs(target):
-        prefix = "" if folder == target else folder.relative_to(target).as_posix() + "/"
         for cert in read_dir(folder).certs:
-            name = prefix + cert.name
+            usage = _USAGE_NAMES[cert.usage]
+            if cert.usage is Usage.CLIENT and cert.suffix == names.NODE_USER:
+                usage = "node-client"
             if not cert.certs:
-                found.append(Expiry(name, None, cert.error or "no certificate"))
+                seen.append(Seen(folder, cert.name, 0, usage, "", None, cert.error or "no certificate"))
                 continue
             looked: list[x509.Certificate] = cert.certs if cert.usage.is_ca else cert.certs[:1]
             for i, one in enumerate(looked):
-                seen += 1
-                if one.not_valid_after_utc - now <= within:
-                    where = name if i == 0 else f"certificate #{i + 1} in {name}"
-                    found.append(Expiry(where, one.not_valid_after_utc))
-    if not seen and not found:
+                cns = one.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                principal = str(cns[0].value) if cns else ""
+                seen.append(Seen(folder, cert.name, i, usage, principal, one.not_valid_after_utc))
+    if not seen:
         raise UserError(f"{target}: no certificates found (give a certs directory or an output folder)")
+    return seen
+
+
+def expiring(target: Path, within: timedelta, now: datetime | None = None) -> tuple[list[Expiry], int]:
+    """Every certificate under `target` that expires within `within` (or cannot be read), soonest first,
+    and how many certificates were looked at."""
+    now = now or datetime.now(UTC)
+    found: list[Expiry] = []
+    seen = inventory(target)
+    for one in seen:
+        prefix = "" if one.folder == target else one.folder.relative_to(target).as_posix() + "/"
+        name = prefix + one.file
+        if one.not_after is None:
+            found.append(Expiry(name, None, one.error))
+        elif one.not_after - now <= within:
+            where = name if one.index == 0 else f"certificate #{one.index + 1} in {name}"
+            found.append(Expiry(where, one.not_after))
     found.sort(key=lambda e: (e.not_after is not None, e.not_after or now))
-    return found, seen
+    return found, sum(one.not_after is not None for one in seen)
 
 
 def interrupted_rotations(target: Path) -> list[str]:

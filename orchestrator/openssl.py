@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import RunError, UserError
+from orchestrator.errors import RunError, SpecError, UserError
 
 # openssl reads $OPENSSL_CONF for commands given no -config (genrsa, rand): pin it to nothing, so the
 # machine's openssl.cnf cannot change what we make. -config files are our own rendered ones.
@@ -77,29 +77,53 @@ def _private_umask() -> None:
     os.umask(0o077)
 
 
+ENV = "CRDB_CERTS_OPENSSL"  # the openssl to run, as --openssl names it (a Homebrew or custom build)
+_chosen: tuple[str, str] | None = None  # (the option or variable that named it, its absolute path)
+
+
+def choose(path: str | None, named: str = "--openssl") -> None:
+    """Run `path` instead of the openssl on PATH (None: the one on PATH). Checked here, so that a wrong
+    path is refused before anything else happens, even by a run that would not need openssl."""
+    global _chosen
+    if path is None:
+        _chosen = None
+        return
+    absolute = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(absolute) or not os.access(absolute, os.X_OK):
+        raise SpecError(named, path, "is not an executable file (give the path of an openssl binary)")
+    _chosen = (named, absolute)
+
+
 def find() -> OpenSSL:
-    """The openssl on PATH, refused with one line if missing or unsupported."""
-    found = shutil.which("openssl")
-    if found is None:
-        raise UserError("openssl: not found on PATH; install OpenSSL 1.1.1 or 3.x")
-    # Absolute: openssl runs inside the staging folder, where a relative PATH entry (`.`, `bin`) would
-    # find nothing, or something planted there.
-    path = os.path.abspath(found)
+    """The chosen openssl (--openssl, $CRDB_CERTS_OPENSSL) or else the one on PATH, refused with one line
+    if missing or unsupported."""
+    if _chosen is not None:
+        named, path = _chosen
+    else:
+        named, found = "openssl", shutil.which("openssl")
+        if found is None:
+            raise UserError(
+                f"openssl: not found on PATH; install OpenSSL 1.1.1 or 3.x, or name it with --openssl PATH"
+                f" (or {ENV})"
+            )
+        # Absolute: openssl runs inside the staging folder, where a relative PATH entry (`.`, `bin`)
+        # would find nothing, or something planted there.
+        path = os.path.abspath(found)
     import sh
 
     try:
         version = str(sh.Command(path)("version", _env=_environment(), _preexec_fn=_private_umask)).strip()
     except sh.ErrorReturnCode as e:
         said = " ".join(e.stderr.decode(errors="replace").split()) or f"exit status {e.exit_code}"
-        raise UserError(f"openssl: `{path} version` failed: {said}") from None
+        raise UserError(f"{named}: `{path} version` failed: {said}") from None
     except (OSError, sh.ForkException) as e:  # a broken interpreter line, a binary for another machine
-        raise UserError(f"openssl: {path} cannot be run: {_last_line(e)}") from None
+        raise UserError(f"{named}: {path} cannot be run: {_last_line(e)}") from None
     finally:
         _join_sh_timers()
     version = " ".join(version.split())
     supported, reason = check_version(version)
     if not supported:
-        raise UserError(f"openssl: {path} is {version!r}: {reason}")
+        raise UserError(f"{named}: {path} is {version!r}: {reason}")
     return OpenSSL(path, version)
 
 

@@ -56,7 +56,11 @@ def ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, rotate: bool,
     """A CA certificate (made here, or your own copied in); with `rotate`, the old one is kept after the
     new one in the CA file; with `new_key`, a new CA key is made first."""
     cnf_text = render(
-        "ca.cnf.j2", profile=profile, ca=ca, cert_days=days.ca if profile.days_on_sign else days.cert
+        "ca.cnf.j2",
+        profile=profile,
+        ca=ca,
+        cert_days=days.ca if profile.days_on_sign else days.cert,
+        organization=spec.organization,
     )
     if ca.external:
         # The user's CA: its certificate is copied in, its key is only ever read where it lies.
@@ -71,7 +75,7 @@ def ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, rotate: bool,
         cert=ca.cert,
         key=ca.key,
         issuer=ca.cert,
-        subject=(("O", "Cockroach"), ("CN", ca.common_name)),
+        subject=(("O", spec.organization), ("CN", ca.common_name)),
         is_ca=True,
     )
     # rotate-ca: the old CA certificate is set aside, and appended to the new one once that is made.
@@ -142,9 +146,10 @@ def node_task(
         sans=_sans(dns, ips),
         section="node_certificate",
         eku=",".join(eku),
+        organization=spec.organization,
     )
     extfile = (cnf, "node_certificate") if profile.extfile else None
-    subject = (("O", "Cockroach"),) + ((("CN", profile.node_cn),) if profile.node_cn else ())
+    subject = (("O", spec.organization),) + ((("CN", profile.node_cn),) if profile.node_cn else ())
     expect = Expect(
         cert=cert,
         key=key,
@@ -183,12 +188,13 @@ def client_task(
         common_name=request.user,
         root_san=root_san,
         first_user=request.first_user,
+        organization=spec.organization,
     )
     expect = Expect(
         cert=request.cert,
         key=request.key,
         issuer=ca.cert,
-        subject=(("O", "Cockroach"), ("CN", request.user)),
+        subject=(("O", spec.organization), ("CN", request.user)),
         dns=("root",) if root_san else (),
         eku=("clientAuth",),
         key_kind=key_kind(spec),
@@ -242,12 +248,14 @@ def ui_task(
     dns, ips = split_hosts(ui.hosts)
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
     # host that fits in a CN, serverAuth only), with the extensions from our own section.
-    cnf_text = render("ui.cnf.j2", common_name=ui.common_name, sans=_sans(dns, ips))
+    cnf_text = render(
+        "ui.cnf.j2", common_name=ui.common_name, sans=_sans(dns, ips), organization=spec.organization
+    )
     expect = Expect(
         cert=cert,
         key=key,
         issuer=ca.cert,
-        subject=(("O", "Cockroach"), ("CN", ui.common_name)),
+        subject=(("O", spec.organization), ("CN", ui.common_name)),
         dns=dns,
         ips=ips,
         eku=("serverAuth",),

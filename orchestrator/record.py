@@ -17,7 +17,7 @@ import tomli_w
 
 from orchestrator import names
 from orchestrator.errors import UserError
-from orchestrator.spec import Spec, parse
+from orchestrator.spec import DEFAULT_ORGANIZATION, Spec, parse
 
 
 class Provenance(StrEnum):
@@ -59,6 +59,8 @@ def spec_data(spec: Spec) -> dict[str, Any]:
     for key in ("ca_days", "cert_days"):
         if getattr(spec, key) is not None:
             data[key] = getattr(spec, key)
+    if spec.organization != DEFAULT_ORGANIZATION:
+        data["subject"] = {"organization": spec.organization}
     if spec.ui is not None:
         data["ui"] = {"hosts": list(spec.ui.hosts), "issuer": spec.ui.issuer}
         if spec.ui.cert is not None and spec.ui.key is not None:

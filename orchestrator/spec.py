@@ -44,6 +44,7 @@ class Client:
 
 
 UI_ISSUERS = ("node-ca", "ui-ca", "import")
+DEFAULT_ORGANIZATION = "Cockroach"  # the docs' O=, and `cockroach cert`'s
 MAX_CN = 64  # ub-common-name (RFC 5280); user names are shorter (validate.user: at most 63 bytes)
 
 
@@ -113,6 +114,7 @@ class Spec:
     cert_days: int | None = None
     # [kubernetes]: kept as written (for the record and `export k8s`); its node is in `nodes` too.
     kubernetes: Kubernetes | None = None
+    organization: str = DEFAULT_ORGANIZATION  # [subject] organization: the O= of every certificate
 
 
 KEY_TYPES = ("rsa", "ec")
@@ -128,6 +130,7 @@ _TOP_KEYS = {
     "ca_days",
     "cert_days",
     "kubernetes",
+    "subject",
 }
 
 
@@ -216,7 +219,21 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
             "cannot be combined with [ca], which gives one CA where split-ca needs two: use layout"
             ' "split-node", or have your CA sign both by `crdb-certs csr` and `crdb-certs import`',
         )
-    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days, kubernetes)
+    organization = _subject(data["subject"]) if "subject" in data else DEFAULT_ORGANIZATION
+    return Spec(
+        profile,
+        layout,
+        nodes,
+        clients,
+        ui,
+        ca,
+        key_bits,
+        key_type,
+        ca_days,
+        cert_days,
+        kubernetes,
+        organization,
+    )
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:
@@ -279,6 +296,13 @@ def _ui(raw: object, base: Path) -> UI:
         return UI(hosts, issuer)
     # The files are checked where they are used (imports.check_files): loading a spec reads no other file.
     return UI(hosts, issuer, _file("ui.cert", raw.get("cert"), base), _file("ui.key", raw.get("key"), base))
+
+
+def _subject(raw: object) -> str:
+    if not isinstance(raw, dict):
+        raise SpecError("subject", raw, "is not a table")
+    _no_unknown_keys("subject", raw, {"organization"})
+    return validate.organization("subject.organization", raw.get("organization"))
 
 
 def _external_ca(raw: object, base: Path) -> ExternalCA:

@@ -153,6 +153,20 @@ def domain(field: str, value: object) -> str:
     return name
 
 
+def organization(field: str, value: object) -> str:
+    """The O= of every certificate: printable ASCII (openssl writes it as given without -utf8), at most
+    64 characters (ub-organization-name, RFC 5280), no white space around it (a config value is trimmed)."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(field, value, "is not an organization name")
+    if not (value.isascii() and value.isprintable()):
+        raise SpecError(field, value, "is not printable ASCII")
+    if value != value.strip():
+        raise SpecError(field, value, "starts or ends with white space")
+    if len(value) > 64:
+        raise SpecError(field, value, "is longer than 64 characters")
+    return value
+
+
 def days(field: str, value: object, low: int = 1, high: int = 36600) -> int:
     if type(value) is not int or not low <= value <= high:
         raise SpecError(field, value, f"is not a whole number of days from {low} to {high}")

@@ -176,6 +176,9 @@ PATH_OPTIONS = [
     ("audit {bad}", "CERTS_DIR", "in"),
     ("list {bad}", "CERTS_DIR", "in"),
     ("diff --config {bad}", "--config", "file"),
+    ("init {bad}", "FILE", "out-file"),
+    ("export alert-rules --out {bad}", "--out", "out-file"),
+    ("--openssl {bad} plan", "--openssl", "file"),
 ]
 
 

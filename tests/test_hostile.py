@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from orchestrator import certcheck, openssl, plan, render, runner, spec, validate
 from orchestrator.errors import RunError, SpecError
 from orchestrator.profiles import PROFILES, ProfileName
+from orchestrator.spec import DEFAULT_ORGANIZATION
 from orchestrator.steps import Kind, Plan, RandomSerial, Run, Task, Verify
 from tests import pkicheck
 from tests.conftest import crdb, write_spec
@@ -420,6 +421,7 @@ def test_cnf_value_keeps_each_trap_literal_through_openssl_req(
     text = render.render(
         "client.cnf.j2",
         profile=PROFILES[ProfileName.SECURE],
+        organization=DEFAULT_ORGANIZATION,
         common_name=value,
         root_san=False,
         first_user=False,
@@ -435,7 +437,11 @@ def test_unescaped_rendering_is_what_the_filter_prevents(
         loader=jinja2.FileSystemLoader(str(render.resource("templates"))), autoescape=False
     )
     text = raw.get_template("client.cnf.j2").render(
-        profile=PROFILES[ProfileName.SECURE], common_name="Acme #1", root_san=False, first_user=False
+        profile=PROFILES[ProfileName.SECURE],
+        organization=DEFAULT_ORGANIZATION,
+        common_name="Acme #1",
+        root_san=False,
+        first_user=False,
     )
     assert _common_names_of_request(text, premade_keys["leaf"], tmp_path) == ["Acme"]
 
@@ -497,6 +503,7 @@ def test_a_san_value_with_a_comma_stays_one_entry(tmp_path: Path, premade_keys: 
     text = render.render(
         "node.cnf.j2",
         profile=PROFILES[ProfileName.SECURE],
+        organization=DEFAULT_ORGANIZATION,
         common_name="node",
         sans=(("DNS", "a,DNS:node,IP:1.2.3.4"),),
         section="node_certificate",

@@ -150,6 +150,71 @@ def test_a_relative_path_entry_is_resolved_once(tmp_path: Path) -> None:
     assert "ca" in (bin_dir / "calls").read_text().split(), "the relative wrapper was the openssl used"
 
 
+def crdb_with(tmp_path: Path, *args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`crdb-certs ARGS issue` with a PATH that holds no openssl (a Homebrew openssl is not on PATH)."""
+    spec = write_spec(tmp_path, SPEC)
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "orchestrator", *map(str, args), "issue", "--config", spec]
+    return subprocess.run(
+        [*command, "--out", tmp_path / "out", "--quiet"],
+        cwd=REPO,
+        env={**os.environ, "PATH": str(empty)} | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("how", ["option", "environment", "both"])
+def test_openssl_named_by_option_or_environment_is_the_one_run(tmp_path: Path, how: str) -> None:
+    log = 'echo "$1" >> "${0%/*}/calls"\nexec "$REAL" "$@"'  # no dirname: PATH holds no tools here
+    chosen, other = fake_openssl(tmp_path / "brew", log), fake_openssl(tmp_path / "other", log)
+    args = ("--openssl", chosen / "openssl") if how != "environment" else ()
+    env = (
+        {openssl.ENV: str((chosen if how == "environment" else other) / "openssl")} if how != "option" else {}
+    )
+    run = crdb_with(tmp_path, *args, env=env)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out/nodes/a/node.crt").is_file()
+    assert {"version", "req", "ca"} <= set((chosen / "calls").read_text().split())
+    assert not (other / "calls").exists()  # the option wins over the environment
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "starts"),
+    [
+        (
+            ("--openssl", "/nonexistent/openssl"),
+            {},
+            'error: --openssl: "/nonexistent/openssl" is not an executable',
+        ),
+        (("--openssl", "not-executable"), {}, 'error: --openssl: "not-executable" is not an executable file'),
+        (
+            (),
+            {openssl.ENV: "/nonexistent/openssl"},
+            'error: CRDB_CERTS_OPENSSL: "/nonexistent/openssl" is not',
+        ),
+    ],
+)
+def test_a_bad_openssl_path_is_one_line_naming_the_option(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], starts: str
+) -> None:
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")  # mode 0644
+    run = crdb_with(tmp_path, *(str(tmp_path / a) if a == "not-executable" else a for a in args), env=env)
+    assert run.returncode == 2
+    one_line_error(run, starts.replace("not-executable", str(tmp_path / "not-executable")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unsupported_openssl_named_by_the_option_is_refused_naming_it(tmp_path: Path) -> None:
+    bin_dir = fake_openssl(tmp_path, '[ "$1" = version ] && echo "LibreSSL 3.3.6" && exit 0\nexit 1')
+    run = crdb_with(tmp_path, "--openssl", bin_dir / "openssl", env={})
+    assert run.returncode == 2
+    assert "LibreSSL is not supported" in one_line_error(run, f"error: --openssl: {bin_dir}/openssl is ")
+    assert not (tmp_path / "out").exists()
+
+
 def _nothing_committed(out: Path) -> None:
     assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}
 

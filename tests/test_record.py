@@ -340,7 +340,6 @@ def test_adding_to_a_folder_signed_elsewhere_says_how(
     assert snapshot(out) == before
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="needs faketime (Debian package faketime)")
 def test_a_clock_behind_replaces_nothing(pki: Path) -> None:
     """With the clock a day behind, every certificate is 'not yet valid': issue must say so, not make
     new keys for everything."""

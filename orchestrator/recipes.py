@@ -56,7 +56,11 @@ def ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, rotate: bool,
     """A CA certificate (made here, or your own copied in); with `rotate`, the old one is kept after the
     new one in the CA file; with `new_key`, a new CA key is made first."""
     cnf_text = render(
-        "ca.cnf.j2", profile=profile.name, ca=ca, cert_days=days.ca if profile.days_on_sign else days.cert
+        "ca.cnf.j2",
+        profile=profile.name,
+        ca=ca,
+        cert_days=days.ca if profile.days_on_sign else days.cert,
+        ocsp_url=spec.ocsp_url,
     )
     if ca.external:
         # The user's CA: its certificate is copied in, its key is only ever read where it lies.
@@ -142,6 +146,7 @@ def node_task(
         sans=_sans(dns, ips),
         section="node_certificate",
         eku=",".join(eku),
+        ocsp_url=spec.ocsp_url,
     )
     extfile = (cnf, "node_certificate") if profile.extfile else None
     subject = (("O", "Cockroach"),) + ((("CN", profile.node_cn),) if profile.node_cn else ())
@@ -155,6 +160,7 @@ def node_task(
         eku=eku,
         role_eku=needed,
         key_kind=key_kind(spec),
+        ocsp_url=spec.ocsp_url,
     )
     steps = (
         Write(cnf, cnf_text),
@@ -192,6 +198,7 @@ def client_task(
         dns=("root",) if root_san else (),
         eku=("clientAuth",),
         key_kind=key_kind(spec),
+        ocsp_url=spec.ocsp_url,
     )
     steps: tuple[Step, ...] = (
         Write(cnf, cnf_text),
@@ -242,7 +249,7 @@ def ui_task(
     dns, ips = split_hosts(ui.hosts)
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
     # host that fits in a CN, serverAuth only), with the extensions from our own section.
-    cnf_text = render("ui.cnf.j2", common_name=ui.common_name, sans=_sans(dns, ips))
+    cnf_text = render("ui.cnf.j2", common_name=ui.common_name, sans=_sans(dns, ips), ocsp_url=spec.ocsp_url)
     expect = Expect(
         cert=cert,
         key=key,
@@ -252,6 +259,7 @@ def ui_task(
         ips=ips,
         eku=("serverAuth",),
         key_kind=key_kind(spec),
+        ocsp_url=spec.ocsp_url,
     )
     steps = (
         Write(cnf, cnf_text),

@@ -65,6 +65,8 @@ def spec_data(spec: Spec) -> dict[str, Any]:
             data["ui"] |= {"cert": str(spec.ui.cert), "key": str(spec.ui.key)}
     if spec.ca is not None:
         data["ca"] = {"cert": str(spec.ca.cert), "key": str(spec.ca.key)}
+    if spec.ocsp_url is not None:
+        data["ocsp"] = {"url": spec.ocsp_url}
     data["nodes"] = [{"name": n.name, "hosts": list(n.hosts)} for n in spec.nodes]
     data["clients"] = [{"user": c.user, **({"pkcs8": True} if c.pkcs8 else {})} for c in spec.clients]
     return data

@@ -72,6 +72,9 @@ class Spec:
     # None: the profile's lifetimes (secure: CA 3660 days, leaves 365; docs: 365/365; docs-v19: 3660/1830).
     ca_days: int | None = None
     cert_days: int | None = None
+    # [ocsp] url: every leaf carries authorityInfoAccess = OCSP;URI:<url>, the responder CockroachDB asks
+    # (security.ocsp.mode) about it; `crdb-certs ocsp serve` answers there.
+    ocsp_url: str | None = None
 
 
 KEY_TYPES = ("rsa", "ec")
@@ -86,6 +89,7 @@ _TOP_KEYS = {
     "key_bits",
     "ca_days",
     "cert_days",
+    "ocsp",
 }
 
 
@@ -156,7 +160,15 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
             "cannot be combined with [ca], which gives one CA where split-ca needs two: use layout"
             ' "split-node", or have your CA sign both by `crdb-certs csr` and `crdb-certs import`',
         )
-    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days)
+    ocsp_url = _ocsp(data["ocsp"]) if "ocsp" in data else None
+    return Spec(profile, layout, nodes, clients, ui, ca, key_bits, key_type, ca_days, cert_days, ocsp_url)
+
+
+def _ocsp(raw: object) -> str:
+    if not isinstance(raw, dict):
+        raise SpecError("ocsp", raw, "is not a table")
+    _no_unknown_keys("ocsp", raw, {"url"})
+    return validate.ocsp_url("ocsp.url", raw.get("url"))
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:

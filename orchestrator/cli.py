@@ -696,13 +696,19 @@ certs_dir_argument = click.argument("certs_dir", type=click.Path(path_type=Path)
     default=None,
     help="The same <cert-principal>:<db-principal>,… mapping the nodes are started with.",
 )
-def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) -> int:
+@click.option(
+    "--crl",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
+)
+def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None, crl: Path | None) -> int:
     """Check CERTS_DIR against CockroachDB's own rules: names, keys, chains, content.
 
     Works on any certs directory (crdb-certs, `cockroach cert`, the docs' openssl recipe, by hand).
     Exit 0 with no errors, 1 with errors, 2 for a usage error.
     """
-    report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map))
+    report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map), crl=crl)
     if output == "json":
         click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -718,15 +724,21 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) 
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
-    help="table: as `cockroach cert list`, plus days left.",
+    help="table: as `cockroach cert list`, plus days left and status (valid, revoked, expired).",
 )
-def list_command(certs_dir: Path, output: str) -> int:
+@click.option(
+    "--crl",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
+)
+def list_command(certs_dir: Path, output: str, crl: Path | None) -> int:
     """The `cockroach cert list` table for CERTS_DIR, plus the days each certificate has left."""
     from rich.console import Console
 
     from orchestrator import certlist
 
-    found = certlist.listing(certs_dir)
+    found = certlist.listing(certs_dir, crl=crl)
     if output == "json":
         click.echo(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
     else:

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -154,8 +155,9 @@ class Responder:
             )
             self.openssl.run(argv, Path(work))
             response = Path(work, "response.der").read_bytes()
-        serials = ",".join(f"{c.serial:X}" for c in asked)
-        return response, f"{authority.name} serial {serials}: {_status(response)}"
+        if len(asked) == 1:
+            return response, f"{authority.name} serial {asked[0].serial:X}: {_status(response)}"
+        return response, f"{authority.name}, {len(asked)} serials: {_status(response)}"
 
 
 def _status(response: bytes) -> str:
@@ -165,7 +167,11 @@ def _status(response: bytes) -> str:
         return "unreadable response"
     if parsed.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         return parsed.response_status.name.lower()
-    return ", ".join(r.certificate_status.name.lower() for r in parsed.responses)
+    statuses = [r.certificate_status.name.lower() for r in parsed.responses]
+    if len(statuses) == 1:
+        return statuses[0]
+    counts = Counter(statuses)
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def _key_bits(cert: x509.Certificate) -> bytes:

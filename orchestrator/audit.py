@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from orchestrator import certsdir, names, validate
+from orchestrator import certsdir, crls, names, validate
 from orchestrator.certcheck import (
     ekus_of,
     is_ca,
+    ocsp_urls_of,
     parse_key,
     public_bytes,
     sans_of,
@@ -97,6 +98,8 @@ CODES: dict[str, str] = {
     "dir-permissions": "a certs directory others can write in: they can swap its certificates and keys",
     "cert-permissions": "a certificate file others can write: they can swap it (and the CA it trusts)",
     "cert-owner": "a certificate file owned by another user than the directory's owner (or root)",
+    "revoked": "a certificate revoked in the folder's CRL (crl/*.crl, or --crl)",
+    "ocsp-url-differs": "certificates of one directory that name different OCSP responders (or none)",
 }
 
 
@@ -202,10 +205,12 @@ def audit(
     now: datetime | None = None,
     principal_map: Mapping[str, str] | None = None,
     process_gid: int | None = None,
+    crl: Path | None = None,
 ) -> Report:
-    """Every finding for the certs directory `directory` (UserError when it is not a directory)."""
+    """Every finding for the certs directory `directory` (UserError when it is not a directory), judged
+    against the folder's CRLs (crls.find: `crl`, or the output folder's crl/)."""
     found = certsdir.read(directory, env, process_gid)
-    check = _Audit(found, now or datetime.now(UTC), dict(principal_map or {}))
+    check = _Audit(found, now or datetime.now(UTC), dict(principal_map or {}), crls.find(directory, crl))
     check.run()
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(check.findings, key=lambda f: (order[f.severity], f.file or "", f.code))
@@ -217,6 +222,7 @@ class _Audit:
     dir: CertsDir
     now: datetime
     principal_map: dict[str, str]
+    crls: list[crls.CRL] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     def add(self, severity: Severity, code: str, file: str | None, message: str, fix: str) -> None:
@@ -241,6 +247,7 @@ class _Audit:
             if cert.leaf is not None:
                 self.content(cert)
         self.layout()
+        self.revocation()
         self.serials()
         self.other_files()
         self.permissions()
@@ -709,6 +716,38 @@ class _Audit:
                 " other nodes, which verify client certificates with ca-client.crt only",
                 "issue client.node.crt (CN=node, clientAuth) with ca-client.crt's key"
                 " (cockroach cert create-client node)",
+            )
+
+    def revocation(self) -> None:
+        """Certificates revoked in the folder's CRL, and OCSP responders that differ between certificates
+        (CockroachDB asks each certificate's own: one wrong URL locks that certificate out in `strict`)."""
+        cas = [c for f in self.dir.certs if f.usage.is_ca for c in f.certs]
+        urls: dict[str, str] = {}
+        for cert in self.dir.certs:
+            leaf = cert.leaf
+            if cert.usage.is_ca or leaf is None:
+                continue
+            urls[cert.name] = ",".join(ocsp_urls_of(leaf)) or "none"
+            found = crls.revoked(leaf, self.crls, cas)
+            if found is not None:
+                self.add(
+                    "error",
+                    "revoked",
+                    cert.name,
+                    f"revoked {_when(found.when)} ({found.reason}) in {found.crl}: PostgreSQL with"
+                    " ssl_crl_file and CockroachDB with security.ocsp.mode refuse it",
+                    f"take it out of this directory (`crdb-certs revoke --serial {_hex(leaf.serial_number)}`"
+                    " does); `crdb-certs issue` makes a new one",
+                )
+        if len(set(urls.values())) > 1:
+            shown = "; ".join(f"{name}: {url}" for name, url in sorted(urls.items()))
+            self.add(
+                "warning",
+                "ocsp-url-differs",
+                None,
+                f"the certificates name different OCSP responders ({shown}): with security.ocsp.mode ="
+                " strict, one that is wrong or missing locks its certificate out",
+                "set one [ocsp] url in the spec and `crdb-certs issue --reissue`",
             )
 
     def serials(self) -> None:

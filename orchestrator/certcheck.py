@@ -14,11 +14,20 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    NameOID,
+)
 
 from orchestrator.files import read_regular
 
-EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+}
 _SUBJECT_OIDS = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME}
 
 
@@ -40,6 +49,8 @@ class Expect:
     # ca.cnf gives node.crt clientAuth even in the split layouts, where node.crt only serves): what `csr`
     # asks an outside CA for and `import` demands. None: `eku`.
     role_eku: tuple[str, ...] | None = None
+    ocsp_url: str | None = None  # [ocsp] url: the one authorityInfoAccess entry, OCSP;URI:<url>
+    responder: bool = False  # an OCSP responder's certificate: carries noCheck (RFC 6960 §4.2.2.2.1)
 
     @property
     def needed_eku(self) -> tuple[str, ...]:
@@ -103,6 +114,20 @@ def ekus_of(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [EKU_NAMES.get(oid, oid.dotted_string) for oid in eku]
+
+
+def ocsp_urls_of(cert: x509.Certificate) -> list[str]:
+    """The OCSP responder URLs of a certificate's authorityInfoAccess, as CockroachDB reads them."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        str(d.access_location.value)
+        for d in aia
+        if d.access_method == AuthorityInformationAccessOID.OCSP
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+    ]
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -232,6 +257,18 @@ def _extension_problems(expect: Expect, extensions: x509.Extensions) -> list[str
     allowed = set(_CA_EXTENSIONS if expect.is_ca else _LEAF_EXTENSIONS)
     if expect.dns or expect.ips:
         allowed.add(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    if expect.ocsp_url:
+        allowed.add(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
+        ocsp = AuthorityInformationAccessOID.OCSP
+        aia = [
+            ("OCSP" if d.access_method == ocsp else d.access_method.dotted_string, d.access_location.value)
+            for d in _aia(extensions)
+        ]
+        if aia != [("OCSP", expect.ocsp_url)]:
+            shown = ",".join(f"{m};URI:{v}" for m, v in aia) or "none"
+            found.append(f"{expect.cert}: authorityInfoAccess {shown}, expected OCSP;URI:{expect.ocsp_url}")
+    if expect.responder:
+        allowed.add(ExtensionOID.OCSP_NO_CHECK)
     extra = [_EXTENSION_NAMES.get(e.oid, e.oid.dotted_string) for e in extensions if e.oid not in allowed]
     if extra:
         found.append(f"{expect.cert}: extensions the plan did not ask for: {', '.join(extra)}")
@@ -244,6 +281,13 @@ def _extension_problems(expect: Expect, extensions: x509.Extensions) -> list[str
         if isinstance(usage, x509.KeyUsage) and not expect.is_ca and (usage.key_cert_sign or usage.crl_sign):
             found.append(f"{expect.cert}: a leaf whose key usage allows signing certificates or CRLs")
     return found
+
+
+def _aia(extensions: x509.Extensions) -> list[x509.AccessDescription]:
+    try:
+        return list(extensions.get_extension_for_class(x509.AuthorityInformationAccess).value)
+    except x509.ExtensionNotFound:
+        return []
 
 
 def _canonical_ips(ips: tuple[str, ...]) -> list[str]:

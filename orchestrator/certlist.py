@@ -3,23 +3,24 @@ days each certificate has left. Built from the same reading of the directory as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.x509.oid import NameOID
 from rich import box
 from rich.table import Table
 
-from orchestrator import duration, names
+from orchestrator import crls, duration, names
 from orchestrator.certcheck import sans_of
 from orchestrator.certsdir import CertFile, Usage
 from orchestrator.certsdir import read as read_dir
 
 # `cockroach cert list` shows these usages, in this order (tenant certificates are not listed).
 LISTED = (Usage.CA, Usage.CLIENT_CA, Usage.UI_CA, Usage.NODE, Usage.UI, Usage.CLIENT)
-HEADERS = ("Usage", "Certificate File", "Key File", "Expires", "Days Left", "Notes", "Error")
+HEADERS = ("Usage", "Certificate File", "Key File", "Expires", "Days Left", "Status", "Notes", "Error")
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,21 @@ class Row:
     days_left: int | None
     notes: str
     error: str
+    status: str = ""  # valid | revoked (in the folder's CRL) | expired; "" when it cannot be read
 
     def cells(self) -> tuple[str, ...]:
         expires = self.expires.strftime("%Y/%m/%d") if self.expires else ""
         days = "" if self.days_left is None else str(self.days_left)
-        return (self.usage, self.certificate_file, self.key_file, expires, days, self.notes, self.error)
+        return (
+            self.usage,
+            self.certificate_file,
+            self.key_file,
+            expires,
+            days,
+            self.status,
+            self.notes,
+            self.error,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +55,7 @@ class Row:
             "key_file": self.key_file or None,
             "expires": self.expires.isoformat() if self.expires else None,
             "days_left": self.days_left,
+            "status": self.status or None,
             "notes": self.notes,
             "error": self.error or None,
         }
@@ -82,12 +94,27 @@ def _one_line(cell: str) -> str:
     return cell.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def listing(directory: Path, now: datetime | None = None) -> Listing:
+def listing(directory: Path, now: datetime | None = None, crl: Path | None = None) -> Listing:
     now = now or datetime.now(UTC)
     found = read_dir(directory)
-    rows = [_row(c, now) for usage in LISTED for c in found.by_usage(usage)]
+    revocations = crls.find(directory, crl)
+    cas = [c for f in found.certs if f.usage.is_ca for c in f.certs]
+    rows = [
+        replace(_row(c, now), status=_status(c, now, revocations, cas))
+        for usage in LISTED
+        for c in found.by_usage(usage)
+    ]
     fatal = f"cannot load certificates: {found.fatal}" if found.fatal else None
     return Listing(directory, tuple(rows), fatal)
+
+
+def _status(cert: CertFile, now: datetime, revocations: list[crls.CRL], cas: list[x509.Certificate]) -> str:
+    leaf = cert.leaf
+    if leaf is None:
+        return ""
+    if not cert.usage.is_ca and crls.revoked(leaf, revocations, cas) is not None:
+        return "revoked"
+    return "expired" if leaf.not_valid_after_utc < now else "valid"
 
 
 def _row(cert: CertFile, now: datetime) -> Row:

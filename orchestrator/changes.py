@@ -23,6 +23,7 @@ from orchestrator.certcheck import (
     load_cert,
     load_certs,
     load_key,
+    ocsp_urls_of,
     public_bytes,
     sans_of,
     signed_by,
@@ -233,6 +234,9 @@ def _why_replaced(expect: Expect, out: Path, now: datetime | None) -> str | None
         return f"subject differs: {shown} in the folder, {wanted} in the spec"
     if sorted(ekus_of(cert)) != sorted(expect.eku) or is_ca(cert) != expect.is_ca:
         return f"usage differs: {','.join(ekus_of(cert))} in the folder, {','.join(expect.eku)} in the spec"
+    if ocsp_urls_of(cert) != ([expect.ocsp_url] if expect.ocsp_url else []):
+        urls = ",".join(ocsp_urls_of(cert)) or "none"
+        return f"OCSP URL differs: {urls} in the folder, {expect.ocsp_url or 'none'} in the spec"
     if cert.not_valid_before_utc > now:
         return (
             f"not valid until {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: is this machine's clock right?"

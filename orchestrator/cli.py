@@ -31,6 +31,7 @@ from orchestrator import (
     openssl,
     plan,
     record,
+    revocation,
     runner,
     script,
     spec,
@@ -620,6 +621,164 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+@cli.command()
+@config_option
+@out_option("The output folder `issue` made.")
+@click.option("--nodes", default=None, help="Revoke these nodes' certificates (names, comma-separated).")
+@click.option("--clients", default=None, help="Revoke these users' certificates (comma-separated).")
+@click.option("--ui", is_flag=True, help="Revoke the DB Console certificate (ui.crt).")
+@click.option(
+    "--serial",
+    "serials",
+    multiple=True,
+    metavar="HEX",
+    help="Revoke the certificate with this serial number (as index.txt shows it); repeatable.",
+)
+@click.option(
+    "--reason",
+    type=click.Choice(revocation.REASONS),
+    default="unspecified",
+    show_default=True,
+    help="The reason the CRL and OCSP give.",
+)
+@click.option(
+    "--crl-days",
+    type=click.IntRange(1, 3660),
+    default=revocation.CRL_DAYS,
+    show_default=True,
+    help="Days until the new CRL's nextUpdate.",
+)
+@show_plan_option
+def revoke(
+    config: Path | None,
+    out: Path,
+    nodes: str | None,
+    clients: str | None,
+    ui: bool,
+    serials: tuple[str, ...],
+    reason: str,
+    crl_days: int,
+    show_plan: bool,
+) -> int:
+    """Revoke certificates: `openssl ca -revoke` in their CA's database, the CRL made again.
+
+    Every copy of a revoked certificate, and its key, leaves the certs directories (kept in
+    OUT/backup/<UTC time>/); a later `issue` makes that node or user a new key and certificate.
+    """
+    the_spec = load_spec(config, out)
+    node_names, users = _csv(nodes), _csv(clients)
+
+    def planner(where: Path) -> Plan:
+        chosen = revocation.targets(the_spec, where, node_names, users, ui, serials)
+        return revocation.revoke_plan(the_spec, where, chosen, reason, crl_days)
+
+    todo = planner(out)  # every mistake is reported before anything is touched
+    if show_plan:
+        click.echo(revocation.script_for(todo, out), nl=False)
+        return ExitStatus.OK
+    chosen = revocation.targets(the_spec, out, node_names, users, ui, serials)
+    result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
+    for target in chosen:
+        click.echo(f"revoked {target.shown} in {target.ca.database} ({reason})")
+    for path in result.plan.drop:
+        click.echo(f"moved {path} out of the certs directories")
+    if result.backup:
+        click.echo(f"the files taken out: kept in {result.backup}")
+    crls = [t.title.removeprefix("CRL ") for t in result.plan.tasks if t.id.startswith("crl:")]
+    for crl in crls:
+        click.echo(f"made {out / crl}")
+    for ca in {t.ca.name: t.ca for t in chosen}.values():
+        if not revocation.can_sign_crls(out, ca):
+            click.echo(f"no CRL: {revocation.no_crl_sign(out, ca)}")
+    click.echo(revocation.after_revoke(the_spec, out, config, chosen, crls))
+    return ExitStatus.OK
+
+
+@cli.command()
+@config_option
+@out_option("The output folder `issue` made.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=revocation.CRL_DAYS,
+    show_default=True,
+    help="Days until the CRL's nextUpdate: make a new one before then (cron), or peers refuse everyone.",
+)
+def crl(config: Path | None, out: Path, days: int) -> int:
+    """Make the CRL of every CA of the folder (OUT/crl/ca.crl, and ca-client.crl in split-ca)."""
+    the_spec = load_spec(config, out)
+    todo = revocation.crl_plan(the_spec, out, days)  # refusals before anything is touched
+    runner.issue(
+        the_spec, out, openssl.find, planner=lambda where: revocation.crl_plan(the_spec, where, days)
+    )
+    for task in todo.tasks:
+        click.echo(f"made {out / task.title.removeprefix('CRL ')} (next update in {days} days)")
+    return ExitStatus.OK
+
+
+@cli.group(name="ocsp", invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
+@click.pass_context
+def ocsp_group(ctx: click.Context) -> None:
+    """The OCSP responder CockroachDB asks (security.ocsp.mode), and its preflight."""
+    _help_without_command(ctx)
+
+
+@ocsp_group.command(name="serve")
+@config_option
+@out_option("The output folder `issue` made (its CA databases are what is answered).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on, and only it.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8888, show_default=True, help="0: any free port."
+)
+def ocsp_serve(config: Path | None, out: Path, host: str, port: int) -> int:
+    """Answer OCSP requests for every CA of the folder, until SIGTERM or Ctrl-C.
+
+    Each answer is `openssl ocsp -index` on the CA database as it is at that moment (a revocation counts at
+    once), signed by a responder certificate the CA delegates to (OUT/ocsp/, made on first use and
+    renewed a week before it ends; that needs the CA key once): the CA key is never read while serving.
+    """
+    from orchestrator import ocsp
+
+    the_spec = load_spec(config, out)
+    authorities = cas.signers(the_spec).all
+    todo = revocation.responder_plan(the_spec, out)
+    if todo.tasks:
+        runner.issue(
+            the_spec, out, openssl.find, planner=lambda where: revocation.responder_plan(the_spec, where)
+        )
+        for task in todo.tasks:
+            click.echo(f"made {task.title}: {out / names.responder_cert(task.id.split(':', 1)[1])}")
+    responder = ocsp.Responder(openssl.find(), ocsp.authorities(out, authorities))
+    ocsp.serve(responder, host, port)
+    return ExitStatus.OK
+
+
+@ocsp_group.command(name="check")
+@out_option("The output folder whose certificates are asked about (certs/ and nodes/*/).")
+@click.option("--url", default=None, help="Ask this responder instead of the URL in each certificate.")
+@click.option(
+    "--timeout", type=click.IntRange(1, 60), default=5, show_default=True, help="Seconds per request."
+)
+def ocsp_check(out: Path, url: str | None, timeout: int) -> int:
+    """Ask the OCSP responder about every leaf of the folder; exit 0 only if every answer is good, signed
+    by a responder its CA vouches for, and fresh: then `security.ocsp.mode = strict` is safe to set."""
+    from orchestrator import ocsp, validate
+
+    if url is not None:
+        url = validate.ocsp_url("--url", url)
+    if not out.is_dir():
+        raise UserError(f"--out: {out} is not a directory")
+    problems, count = ocsp.check(out, openssl.find(), url, timeout)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        return ExitStatus.FINDINGS
+    click.echo(f"{count} certificates: each good, signed by a responder its CA vouches for, and fresh.")
+    click.echo("Then, as root in `cockroach sql`:")
+    click.echo("  SET CLUSTER SETTING security.ocsp.mode = strict;")
+    return ExitStatus.OK
+
+
 @cli.command(name="check")
 @click.argument("target", type=PathParam(path_type=Path, exists=True, file_okay=False))
 @click.option(
@@ -781,13 +940,19 @@ certs_dir_argument = click.argument("certs_dir", type=PathParam(path_type=Path, 
     default=None,
     help="The same <cert-principal>:<db-principal>,… mapping the nodes are started with.",
 )
-def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None) -> int:
+@click.option(
+    "--crl",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
+)
+def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None, crl: Path | None) -> int:
     """Check CERTS_DIR against CockroachDB's own rules: names, keys, chains, content.
 
     Works on any certs directory (crdb-certs, `cockroach cert`, the docs' openssl recipe, by hand).
     Exit 0 with no errors, 1 with errors, 2 for a usage error.
     """
-    report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map))
+    report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map), crl=crl)
     if output == "json":
         click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -898,13 +1063,19 @@ def probe_command(
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
-    help="table: as `cockroach cert list`, plus days left.",
+    help="table: as `cockroach cert list`, plus days left and status (valid, revoked, expired).",
 )
-def list_command(certs_dir: Path, output: str) -> int:
+@click.option(
+    "--crl",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
+)
+def list_command(certs_dir: Path, output: str, crl: Path | None) -> int:
     """The `cockroach cert list` table for CERTS_DIR, plus the days each certificate has left."""
     from orchestrator import certlist
 
-    found = certlist.listing(certs_dir)
+    found = certlist.listing(certs_dir, crl=crl)
     if output == "json":
         click.echo(json.dumps(found.as_json(), indent=2, ensure_ascii=False))
     elif not sys.stdout.isatty():  # a pipe or a file: plain columns, not padded to a terminal's width

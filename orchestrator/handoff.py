@@ -54,6 +54,8 @@ def requests_sheet(full: Plan) -> str:
             f"  keyUsage:           critical, {key_usage} (never keyCertSign or cRLSign)",
             "  extendedKeyUsage:   " + ", ".join(expect.needed_eku),
         ]
+        if expect.ocsp_url:
+            lines.append(f"  authorityInfoAccess: OCSP;URI:{expect.ocsp_url}  (the spec's [ocsp] url)")
     for ca in signers(full.spec).all:
         lines += [
             "",

@@ -19,6 +19,7 @@ from orchestrator.certcheck import (
     load_cert,
     load_certs,
     load_key,
+    ocsp_urls_of,
     public_bytes,
     sans_of,
     signed_by,
@@ -245,6 +246,8 @@ def _leaf_problems(
         usage = None  # no keyUsage: any use, as RFC 5280 and Go read it
     if usage is not None and (usage.key_cert_sign or usage.crl_sign):
         found.append("has keyUsage keyCertSign or cRLSign: a leaf must not sign certificates or CRLs")
+    if expect.ocsp_url and ocsp_urls_of(cert) != [expect.ocsp_url]:
+        found.append(f"lacks authorityInfoAccess OCSP;URI:{expect.ocsp_url} (the spec's [ocsp] url)")
     if usage is not None and not usage.digital_signature:
         found.append("lacks keyUsage digitalSignature, which a TLS handshake needs")
     return found

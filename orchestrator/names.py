@@ -14,6 +14,8 @@ REQUESTS_SHEET = "requests/REQUESTS.txt"  # `csr`: what each request needs, for 
 STATE_DIR = ".crdb-certs"  # lock file and staging area
 BACKUP_DIR = "backup"  # every run keeps the keys and certificates it replaces in backup/<UTC time>/
 RECORD = "crdb-certs.toml"  # the spec the folder was made from and whose CA signs it (record.py)
+CRL_DIR = "crl"  # the CRLs (crl/ca.crl, crl/ca-client.crl): public, handed to PostgreSQL, HAProxy, ...
+OCSP_DIR = "ocsp"  # the OCSP responders' certificates and keys (ocsp/ca.responder.crt/.key), not the CA's
 
 CA_CERT = "ca.crt"
 CLIENT_CA_CERT = "ca-client.crt"
@@ -59,6 +61,28 @@ def key_for(cert: str) -> str:
 def ca_key(ca: str) -> str:
     """`ca` -> my-safe-directory/ca.key, `ca-client` -> my-safe-directory/ca-client.key."""
     return f"{SAFE_DIR}/{ca}.key"
+
+
+def crl(ca: str) -> str:
+    """`ca` -> crl/ca.crl (PEM), `ca-client` -> crl/ca-client.crl."""
+    return f"{CRL_DIR}/{ca}.crl"
+
+
+def crl_config(ca: str) -> str:
+    """The config `openssl ca -gencrl` reads (the CA database and its CRL number): the CA's own ca.cnf
+    stays as the docs wrote it."""
+    return f"{ca}.crl.cnf"
+
+
+def crl_number(ca: str) -> str:
+    """The CRL number file beside the CA database (crlnumber.txt, ca-client.crlnumber.txt)."""
+    return "crlnumber.txt" if ca == "ca" else f"{ca}.crlnumber.txt"
+
+
+def responder_cert(ca: str) -> str:
+    """The OCSP responder certificate delegated by CA `ca` (EKU OCSPSigning): ocsp/ca.responder.crt (its
+    key: key_for, ocsp/ca.responder.key; never a name a CA key could be taken for)."""
+    return f"{OCSP_DIR}/{ca}.responder.crt"
 
 
 def node_dir(name: str) -> str:

@@ -38,6 +38,9 @@ class Profile:
     # secure: the CA certificate's subjectKeyIdentifier written explicitly, so that OpenSSL 1.1.1 and 3.x
     # make the same CA certificate.
     ca_key_id: bool
+    # secure: the CA certificate may sign CRLs (keyUsage cRLSign): PostgreSQL and `openssl verify
+    # -crl_check` refuse a CRL from a CA without it. The docs' ca.cnf leaves it out.
+    crl_sign: bool
     # The docs profiles render the docs' files byte for byte (tests/test_golden.py): the docs' own comments
     # and none of the `# secure:` ones, even on a line they share with secure (docs-v19's CN policy).
     docs_verbatim: bool
@@ -62,6 +65,7 @@ _SECURE = Profile(
     cap_at_ca=True,
     leaf_not_ca=True,
     ca_key_id=True,
+    crl_sign=True,
     docs_verbatim=False,
 )
 _DOCS = Profile(
@@ -77,6 +81,7 @@ _DOCS = Profile(
     cap_at_ca=False,
     leaf_not_ca=False,
     ca_key_id=False,
+    crl_sign=False,
     docs_verbatim=True,
 )
 _DOCS_V19 = Profile(
@@ -92,6 +97,7 @@ _DOCS_V19 = Profile(
     cap_at_ca=False,
     leaf_not_ca=False,
     ca_key_id=False,
+    crl_sign=False,
     docs_verbatim=True,
 )
 PROFILES = {p.name: p for p in (_SECURE, _DOCS, _DOCS_V19)}

@@ -61,6 +61,7 @@ def ca_task(ca: CA, profile: Profile, days: Lifetimes, spec: Spec, rotate: bool,
         ca=ca,
         cert_days=days.ca if profile.days_on_sign else days.cert,
         organization=spec.organization,
+        ocsp_url=spec.ocsp_url,
     )
     if ca.external:
         # The user's CA: its certificate is copied in, its key is only ever read where it lies.
@@ -147,6 +148,7 @@ def node_task(
         section="node_certificate",
         eku=",".join(eku),
         organization=spec.organization,
+        ocsp_url=spec.ocsp_url,
     )
     extfile = (cnf, "node_certificate") if profile.extfile else None
     subject = (("O", spec.organization),) + ((("CN", profile.node_cn),) if profile.node_cn else ())
@@ -160,6 +162,7 @@ def node_task(
         eku=eku,
         role_eku=needed,
         key_kind=key_kind(spec),
+        ocsp_url=spec.ocsp_url,
     )
     steps = (
         Write(cnf, cnf_text),
@@ -198,6 +201,7 @@ def client_task(
         dns=("root",) if root_san else (),
         eku=("clientAuth",),
         key_kind=key_kind(spec),
+        ocsp_url=spec.ocsp_url,
     )
     steps: tuple[Step, ...] = (
         Write(cnf, cnf_text),
@@ -249,7 +253,11 @@ def ui_task(
     # The docs give no recipe for ui.crt: every profile makes it like `cockroach cert` would (CN = first
     # host that fits in a CN, serverAuth only), with the extensions from our own section.
     cnf_text = render(
-        "ui.cnf.j2", common_name=ui.common_name, sans=_sans(dns, ips), organization=spec.organization
+        "ui.cnf.j2",
+        common_name=ui.common_name,
+        sans=_sans(dns, ips),
+        organization=spec.organization,
+        ocsp_url=spec.ocsp_url,
     )
     expect = Expect(
         cert=cert,
@@ -260,6 +268,7 @@ def ui_task(
         ips=ips,
         eku=("serverAuth",),
         key_kind=key_kind(spec),
+        ocsp_url=spec.ocsp_url,
     )
     steps = (
         Write(cnf, cnf_text),

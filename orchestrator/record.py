@@ -67,6 +67,8 @@ def spec_data(spec: Spec) -> dict[str, Any]:
             data["ui"] |= {"cert": str(spec.ui.cert), "key": str(spec.ui.key)}
     if spec.ca is not None:
         data["ca"] = {"cert": str(spec.ca.cert), "key": str(spec.ca.key)}
+    if spec.ocsp_url is not None:
+        data["ocsp"] = {"url": spec.ocsp_url}
     k8s = spec.kubernetes
     if k8s is not None:  # written as the section it was; its node comes back from it
         data["kubernetes"] = {"release": k8s.release, "namespace": k8s.namespace}

@@ -115,6 +115,9 @@ class Spec:
     # [kubernetes]: kept as written (for the record and `export k8s`); its node is in `nodes` too.
     kubernetes: Kubernetes | None = None
     organization: str = DEFAULT_ORGANIZATION  # [subject] organization: the O= of every certificate
+    # [ocsp] url: every leaf carries authorityInfoAccess = OCSP;URI:<url>, the responder CockroachDB asks
+    # (security.ocsp.mode) about it; `crdb-certs ocsp serve` answers there.
+    ocsp_url: str | None = None
 
 
 KEY_TYPES = ("rsa", "ec")
@@ -131,6 +134,7 @@ _TOP_KEYS = {
     "cert_days",
     "kubernetes",
     "subject",
+    "ocsp",
 }
 
 
@@ -219,6 +223,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
             "cannot be combined with [ca], which gives one CA where split-ca needs two: use layout"
             ' "split-node", or have your CA sign both by `crdb-certs csr` and `crdb-certs import`',
         )
+    ocsp_url = _ocsp(data["ocsp"]) if "ocsp" in data else None
     organization = _subject(data["subject"]) if "subject" in data else DEFAULT_ORGANIZATION
     return Spec(
         profile,
@@ -233,7 +238,15 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         cert_days,
         kubernetes,
         organization,
+        ocsp_url,
     )
+
+
+def _ocsp(raw: object) -> str:
+    if not isinstance(raw, dict):
+        raise SpecError("ocsp", raw, "is not a table")
+    _no_unknown_keys("ocsp", raw, {"url"})
+    return validate.ocsp_url("ocsp.url", raw.get("url"))
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:

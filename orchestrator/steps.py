@@ -21,6 +21,7 @@ class Kind(Enum):
     SELF_SIGN = "self-sign"  # req -x509: a CA certificate
     SIGN = "sign"  # ca: a certificate signed with a CA's key, one at a time (the CA database)
     CONVERT = "convert"  # pkcs8, x509: another form of a file that exists
+    REVOKE = "revoke"  # ca -revoke, ca -gencrl: the CA database and its CRL, in order like a signature
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,41 @@ def key_bits(field: str, value: object) -> int:
     return value
 
 
+_URL_PATH = re.compile(r"^(/[A-Za-z0-9._~%-]*)*$")
+
+
+def ocsp_url(field: str, value: object) -> str:
+    """An OCSP responder URL for `authorityInfoAccess = OCSP;URI:<url>`: http (OCSP is signed, not
+    encrypted, and CockroachDB asks over plain HTTP), a host, an optional port and path; nothing that
+    could split the extension's value (a comma) or a config line (quotes, white space). Returned in its
+    canonical form (host lower case, as `host` gives it)."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(field, value, "is not a URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise SpecError(field, value, "contains white space or control characters")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() != "http":
+        raise SpecError(field, value, "is not an http:// URL (OCSP responders are asked over plain HTTP)")
+    authority, slash, path = rest.partition("/")
+    path = slash + path
+    if not _URL_PATH.match(path):
+        raise SpecError(field, value, "has a path with characters other than letters, digits and / . _ ~ % -")
+    if "@" in authority:
+        raise SpecError(field, value, "has a user name or password, which a certificate must not carry")
+    if authority.startswith("["):
+        name, bracket, port = authority[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            raise SpecError(field, value, "has an IPv6 address not closed by ]")
+        port = port.removeprefix(":")
+    else:
+        name, _, port = authority.partition(":")
+    if port and (not port.isdigit() or not 1 <= int(port) <= 65535):
+        raise SpecError(field, value, "has a port that is not a number from 1 to 65535")
+    canonical = host(field, name)
+    shown = f"[{canonical}]" if ":" in canonical else canonical
+    return f"http://{shown}{':' + str(int(port)) if port else ''}{path}"
+
+
 def choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise SpecError(field, value, "is not one of " + ", ".join(allowed))

@@ -117,7 +117,9 @@ def _run_as() -> dict[str, object]:
 class PostgresServer:
     """A throw-away PostgreSQL cluster with ssl=on and `hostssl … cert` authentication."""
 
-    def __init__(self, server_cert: Path, server_key: Path, client_ca: Path, roles: list[str]) -> None:
+    def __init__(
+        self, server_cert: Path, server_key: Path, client_ca: Path, roles: list[str], crl: Path | None = None
+    ) -> None:
         self.bin = postgres_bin()
         self.run_as = _run_as()
         self.dir = Path(tempfile.mkdtemp(prefix="crdb-certs-pg-", dir="/tmp"))
@@ -126,7 +128,9 @@ class PostgresServer:
         if self.run_as:
             shutil.chown(self.dir, user=PG_USER)
         self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust", "--auth-host=reject")
-        for source, name in ((server_cert, "server.crt"), (server_key, "server.key"), (client_ca, "ca.crt")):
+        files = [(server_cert, "server.crt"), (server_key, "server.key"), (client_ca, "ca.crt")]
+        files += [(crl, "root.crl")] if crl else []  # the client CA's CRL: revoked clients are refused
+        for source, name in files:
             target = self.data / name
             shutil.copyfile(source, target)
             target.chmod(0o600)
@@ -137,6 +141,7 @@ class PostgresServer:
                 "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
                 "ssl_ca_file = 'ca.crt'\nlisten_addresses = '127.0.0.1'\n"
                 f"port = {self.port}\nunix_socket_directories = '{self.dir}'\n"
+                + ("ssl_crl_file = 'root.crl'\n" if crl else "")
             )
         (self.data / "pg_hba.conf").write_text(
             "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhostssl all all ::1/128 cert\n"

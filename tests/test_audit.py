@@ -892,3 +892,55 @@ def test_an_unprivileged_audit_or_check_of_the_tools_private_folders_is_one_line
     for command, (status, err) in zip(commands, results, strict=True):
         assert status == 2 and err.count("\n") == 1, (command, err)
         assert err.startswith("error: ") and "Permission denied" in err, (command, err)
+
+
+def revoked_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """An EC folder whose maxroach was revoked; the old certificate is put back into certs/."""
+    spec = write_spec(
+        tmp_path,
+        'key_type = "ec"\n[[nodes]]\nname = "a"\nhosts = ["a.example.com"]\n[[nodes]]\nname = "b"\n'
+        'hosts = ["b.example.com"]\n[[clients]]\nuser = "root"\n[[clients]]\nuser = "maxroach"\n',
+    )
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert crdb("revoke", "--out", out, "--clients", "maxroach") == 0
+    for kept in out.glob("backup/*/certs/client.maxroach.*"):
+        shutil.copy2(kept, out / "certs" / kept.name)
+    return out, out / "crl" / "ca.crl"
+
+
+def test_a_certificate_revoked_in_the_folders_crl_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, crl = revoked_folder(tmp_path)
+    status, data = run_audit(out / "certs", capsys)
+    assert status == 1
+    (found,) = [f for f in data["findings"] if f["code"] == "revoked"]
+    assert found["file"] == "client.maxroach.crt" and str(crl) in found["message"]
+    assert "crdb-certs revoke --serial" in found["fix"]
+    # Elsewhere, with the CRL given: the same finding; a node's folder finds ../../crl itself.
+    elsewhere = tmp_path / "copy"
+    shutil.copytree(out / "certs", elsewhere)
+    assert run_audit(elsewhere, capsys)[0] == 0
+    status, data = run_audit(elsewhere, capsys, "--crl", str(crl))
+    assert status == 1 and [f["code"] for f in data["findings"]].count("revoked") == 1
+    assert run_audit(out / "nodes" / "a", capsys)[0] == 0
+
+
+def test_ocsp_urls_that_differ_in_one_directory_are_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = 'key_type = "ec"\n[[nodes]]\nname = "a"\nhosts = ["a.example.com"]\n[[clients]]\nuser = "root"\n'
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", write_spec(tmp_path, text), "--out", out, "--quiet") == 0
+    with_url = write_spec(tmp_path, text + '[ocsp]\nurl = "http://ocsp.example.com"\n', "url.toml")
+    assert crdb("issue", "--config", with_url, "--out", out, "--quiet", "--reissue") == 0
+    assert run_audit(out / "certs", capsys)[0] == 0
+    for kept in out.glob("backup/*/certs/client.root.*"):  # the old root certificate, without the URL
+        (out / "certs" / kept.name).unlink()
+        shutil.copy2(kept, out / "certs" / kept.name)
+    status, data = run_audit(out / "certs", capsys)
+    assert status == 0
+    (found,) = [f for f in data["findings"] if f["code"] == "ocsp-url-differs"]
+    assert found["severity"] == "warning" and "client.root.crt: none" in found["message"]
+    assert "node.crt: http://ocsp.example.com" in found["message"]

@@ -142,7 +142,7 @@ def test_list_pads_a_table_on_a_terminal_and_prints_tab_separated_columns_elsewh
     assert crdb("list", tmp_path / "out/nodes/n1") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"Certificate directory: {tmp_path / 'out/nodes/n1'}"
-    assert lines[1] == "Usage\tCertificate File\tKey File\tExpires\tDays Left\tNotes\tError"
+    assert lines[1] == "Usage\tCertificate File\tKey File\tExpires\tDays Left\tStatus\tNotes\tError"
     rows = [line.split("\t") for line in lines[2:-1]]
     assert [r[:3] for r in rows] == [
         ["CA", "ca.crt", ""],
@@ -152,7 +152,7 @@ def test_list_pads_a_table_on_a_terminal_and_prints_tab_separated_columns_elsewh
         ["UI", "ui.crt", "ui.key"],
         ["Client", "client.node.crt", "client.node.key"],
     ]
-    assert all(len(r) == 7 and r == [c.strip() for c in r] for r in rows)  # never padded
+    assert all(len(r) == 8 and r == [c.strip() for c in r] for r in rows)  # never padded
     assert lines[-1] == "(6 rows)"
     status, shown = in_terminal("list", "out/nodes/n1", cwd=tmp_path)
     assert status == 0

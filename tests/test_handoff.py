@@ -343,3 +343,20 @@ def test_import_wants_the_returned_ca_up_to_its_root(
     assert (n1 / "ca.crt").read_bytes() == chain.bundle.read_bytes()
     verify = ["openssl", "verify", "-CAfile", n1 / "ca.crt", n1 / "node.crt"]
     assert subprocess.run(verify, capture_output=True, check=False).returncode == 0
+
+
+def test_with_an_ocsp_url_the_sheet_asks_for_it_and_import_refuses_a_leaf_without_it(
+    tmp_path: Path, org: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, SPEC + '[ocsp]\nurl = "http://ocsp.example.com:8888"\n')
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    sheet = (out / "requests" / "REQUESTS.txt").read_text()
+    assert sheet.count("authorityInfoAccess: OCSP;URI:http://ocsp.example.com:8888") == 5
+    returned = tmp_path / "returned"
+    sign_all(org, out, returned)  # the org CA's own usages: no authorityInfoAccess
+    capsys.readouterr()
+    assert crdb("import", returned, "--config", spec, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err.count("lacks authorityInfoAccess OCSP;URI:http://ocsp.example.com:8888") == 5, err
+    assert not (out / "nodes" / "n1" / "node.crt").exists()

@@ -133,3 +133,21 @@ def test_a_missing_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert crdb("list", tmp_path / "nope") == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such directory"
+
+
+def test_the_status_column_says_valid_revoked_expired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_audit import revoked_folder
+
+    out, _ = revoked_folder(tmp_path)
+    status, data = list_json(out / "certs", capsys)
+    assert status == 0
+    shown = {r["certificate_file"]: r["status"] for r in data["certificates"]}
+    assert shown == {"ca.crt": "valid", "client.root.crt": "valid", "client.maxroach.crt": "revoked"}
+    capsys.readouterr()
+    assert crdb("list", out / "certs") == 0
+    table = capsys.readouterr().out
+    assert "Status" in table and "revoked" in table
+    expired = certlist.listing(out / "certs", now=datetime.now(UTC) + timedelta(days=400))
+    assert {r.certificate_file: r.status for r in expired.rows}["client.root.crt"] == "expired"

@@ -24,6 +24,7 @@ from orchestrator.certcheck import (
     load_certs,
     load_key,
     ocsp_urls_of,
+    problems,
     public_bytes,
     sans_of,
     signed_by,
@@ -64,16 +65,23 @@ ALL = "*"  # --reissue with no names: every certificate that differs
 class Asked:
     """What the user allowed this run to replace or take away."""
 
-    reissue: frozenset[str] = frozenset()  # names (node, user, "ui"), or ALL
+    # names: a node or user (every certificate of that name), node:NAME / client:NAME / ui (exactly
+    # that one), or ALL
+    reissue: frozenset[str] = frozenset()
     prune: bool = False
 
-    def allows(self, name: str) -> bool:
-        return ALL in self.reissue or name in self.reissue
+    def allows(self, name: str, task_id: str | None = None) -> bool:
+        return ALL in self.reissue or name in self.reissue or (task_id or name) in self.reissue
 
 
 def owner(task: Task) -> str:
     """The name --reissue takes for a certificate's task: node:a and client-node:a -> a, client:u -> u."""
     return task.id.split(":", 1)[1] if ":" in task.id else task.id
+
+
+def _qualified(task: Task) -> str:
+    """The one certificate's own name for --reissue: node:a (with its client.node.crt), client:u, ui."""
+    return "node:" + owner(task) if task.id.startswith("client-node:") else task.id
 
 
 def guard(
@@ -84,24 +92,30 @@ def guard(
     differences: list[Difference] = []
     held = record.read(out)
     differences += _folder_differences(spec, held, asked)
-    names_known = {owner(t) for t in full.tasks if t.expect is not None}
+    leaves = full.leaves()
+    names_known = {owner(t) for t in leaves} | {_qualified(t) for t in leaves}
     unknown = sorted(n for n in asked.reissue if n != ALL and n not in names_known)
     if unknown:
         raise UserError(
             f"--reissue: {', '.join(unknown)} is not a node, user or ui of the spec"
             f" (known: {', '.join(sorted(names_known))})"
         )
-    for task in full.leaves():
+    kinds: dict[str, set[str]] = {}
+    for task in leaves:
+        kinds.setdefault(owner(task), set()).add(_qualified(task))
+    for task in leaves:
         expect = task.expect
         if expect is None or task.id in found.fresh or task.id in chosen:
             continue
         why = _why_replaced(expect, out, found.now)
-        if why is None or asked.allows(owner(task)):
+        if why is None or asked.allows(owner(task), _qualified(task)):
             continue
-        who = owner(task)
+        # A name that is a node's and a user's (or "ui"): the flag names exactly this certificate.
+        who = owner(task) if len(kinds[owner(task)]) == 1 else _qualified(task)
         differences.append(
             Difference(who, why, f"re-run with --reissue {who} to replace {expect.cert} (kept in backup/)")
         )
+    differences += _ca_differences(spec, out, full, found, asked)
     differences += [] if asked.prune else _removed(spec, out, full, held)
     if differences:
         raise Refused(out, list(dict.fromkeys(differences)))
@@ -119,18 +133,25 @@ def drop(spec: Spec, out: Path, full: Plan, asked: Asked) -> tuple[str, ...]:
     would let any client holder act as that node), and with --prune what the spec no longer names."""
     certs = names.CERTS_DIR
     kept = set(full.bundles.get(certs, ()))
-    node_own = (
-        names.NODE_CERT,
-        names.NODE_KEY,
-        names.client_cert(names.NODE_USER),
-        names.client_key(names.NODE_USER),
-        names.UI_CERT,
-        names.UI_KEY,
-    )
-    gone = [f"{certs}/{f}" for f in node_own if f not in kept and (out / certs / f).is_file()]
+    gone = [f"{certs}/{f}" for f in _NODE_OWN if f not in kept and (out / certs / f).is_file()]
     if asked.prune:
-        gone += [d.path for d in _removed(spec, out, full, record.read(out))]
+        gone += [d.path for d in _removed(spec, out, full, record.read(out)) if d.path not in gone]
     return tuple(gone)
+
+
+# The files a node's certs directory holds (node.crt/.key, client.node.*, ui.*): in the clients' certs/
+# only while it is also the only node's folder.
+_NODE_OWN = (
+    names.NODE_CERT,
+    names.NODE_KEY,
+    names.client_cert(names.NODE_USER),
+    names.client_key(names.NODE_USER),
+    names.UI_CERT,
+    names.UI_KEY,
+)
+# Every other file crdb-certs puts into a certs directory for some layout or [ui] (the CA files): once
+# the spec no longer makes one (split-ca -> standard, [ui] removed), it is a removal, like a node's.
+_MANAGED = (*_NODE_OWN, names.CLIENT_CA_CERT, names.UI_CA_CERT)
 
 
 # ------------------------------------------------------------------------------------------ internals
@@ -151,6 +172,15 @@ def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> l
         if name not in wanted_nodes and (nodes_dir / name / names.NODE_CERT).is_file():
             path = names.node_dir(name)
             found.append(_Removal(name, "not in the spec any more", _prune_fix(path), path))
+    for folder, files in full.bundles.items():
+        here = set(files)
+        for file in _MANAGED:
+            if file in here or not (out / folder / file).is_file():
+                continue
+            if folder == names.CERTS_DIR and file in _NODE_OWN:
+                continue  # leaves certs/ with no flag (drop)
+            path = f"{folder}/{file}"
+            found.append(_Removal(file, "the spec no longer makes it (layout, [ui])", _prune_fix(path), path))
     kept = set(full.bundles.get(names.CERTS_DIR, ()))
     certs = out / names.CERTS_DIR
     users = sorted(p.name for p in certs.glob("client.*.crt")) if certs.is_dir() else []
@@ -163,6 +193,46 @@ def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> l
                 path = f"{names.CERTS_DIR}/{file}"
                 found.append(_Removal(user, "not in the spec any more", _prune_fix(path), path))
     return found
+
+
+def _ca_differences(spec: Spec, out: Path, full: Plan, found: State, asked: Asked) -> list[Difference]:
+    """A CA certificate the run would make again although it exists and pairs with its key: a changed
+    subject, lifetime or your own CA's file changed in place. Making it again signs every certificate
+    again (or strands them under a CA name no one trusts): only with --reissue. A missing or unreadable
+    one is a repair (made again from the same key, what it signed stays valid), and a key that is not
+    the certificate's is the runner's refusal (runner._refuse_to_replace_a_ca)."""
+    if asked.allows(ALL) or found.provenance is Provenance.SIGNED_ELSEWHERE:
+        return []
+    found_differences = []
+    for task in full.tasks:
+        expect = task.expect
+        if expect is None or not expect.is_ca or task.id in found.fresh:
+            continue
+        try:
+            cert = load_cert(out / expect.cert)
+        except (OSError, ValueError):
+            continue
+        if spec.ca is not None and expect.issuer is None:  # your own CA: the file the spec names
+            try:
+                same = load_certs(spec.ca.cert)[0] == cert
+            except (OSError, ValueError):
+                continue  # checked where it is used (imports.check_files)
+            why = f"{expect.cert} is not the CA [ca] names now ({spec.ca.cert})" if not same else ""
+        else:
+            try:
+                pairs = public_bytes(load_key(out / expect.key)) == public_bytes(cert)
+            except (OSError, ValueError, TypeError):
+                continue
+            why = "; ".join(problems(expect, out, found.now)) if pairs else ""
+        if why:
+            found_differences.append(
+                Difference(
+                    "CA",
+                    f"{why}: made again, it would sign every certificate again",
+                    "re-run with --reissue to do that (old files kept in backup/), or rotate-ca",
+                )
+            )
+    return found_differences
 
 
 def _prune_fix(path: str) -> str:

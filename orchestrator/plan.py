@@ -19,6 +19,7 @@ from orchestrator.profiles import PROFILES, Profile
 from orchestrator.record import Provenance
 from orchestrator.spec import Layout, Spec
 from orchestrator.steps import (
+    Append,
     Copy,
     Kind,
     MakeDirs,
@@ -158,7 +159,10 @@ def _lifetimes(spec: Spec, profile: Profile, cas: Signers, state: State) -> reci
 
 
 def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
-    """Drop the tasks whose artefact is fresh, unless the CA that signs it is being made again.
+    """Drop the tasks whose artefact is fresh, unless the CA that signs it gets a new key (a new CA, a
+    rotation, your own CA replaced). A CA certificate made again from the key it had (lost, expired)
+    leaves what it signed and its database as they are: they stay valid under it, and a reset database
+    would count the docs' serials from 01 again under the same CA.
 
     A fresh task keeps only its config steps whose file differs (State.current): the folder shows the spec.
     Copies into the certs directories are kept only where the file copied is made again, or its copy is
@@ -166,6 +170,7 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
     folder, not into the other 200.
     """
     redone: set[str] = set()
+    new_signers: set[str] = set()
     made_by = {path: task.id for task in tasks for step in task.steps for path in writes(step)}
     for task in tasks:
         if any(isinstance(s, Copy) for s in task.steps) and task.expect is None:
@@ -179,11 +184,11 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
             yield Task(task.id, task.title, copies)  # kept when empty: build_finish replaces it
             continue
         if task.expect is not None:
-            needed = task.id not in state.fresh or task.signer in redone
+            needed = task.id not in state.fresh or task.signer in new_signers
         elif task.creates:
             missing = [p for p in task.creates if p not in state.present]
-            needed = task.signer in redone or bool(missing)
-            if missing and task.irreplaceable and task.signer not in redone:
+            needed = task.signer in new_signers or bool(missing)
+            if missing and task.irreplaceable and task.signer not in new_signers:
                 raise UserError(
                     f"{missing[0]}: missing, but its CA still exists: restore it from a backup (a new one "
                     "would issue serial 01 again under the same CA)"
@@ -192,10 +197,25 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
             needed = not all(is_config(s) for s in task.steps)
         if needed:
             redone.add(task.id)
+            if task.expect is not None and task.expect.is_ca and _new_signer(task):
+                new_signers.add(task.id)
             yield task
         else:
             configs = tuple(s for s in task.steps if is_config(s) and writes(s)[0] not in state.current)
             yield Task(task.id, task.title, configs)
+
+
+def _new_signer(task: Task) -> bool:
+    """Whether a CA task, when run, signs with another key than before: it makes a key, appends the old
+    CA after the new one (rotate-ca), or copies your own CA's certificate in."""
+    assert task.expect is not None
+    cert = task.expect.cert
+    return any(
+        (isinstance(s, Run) and s.kind is Kind.KEY)
+        or (isinstance(s, Append) and s.dst == cert)
+        or (isinstance(s, Copy) and s.dst == cert)
+        for s in task.steps
+    )
 
 
 def _dirs(spec: Spec) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from orchestrator.certcheck import (
 from orchestrator.errors import ExitStatus, UserError
 from orchestrator.plan import State
 from orchestrator.record import Provenance
+from orchestrator.script import quote as script_quote
 from orchestrator.spec import Spec
 from orchestrator.steps import Plan, Task
 
@@ -211,6 +212,20 @@ def _ca_differences(spec: Spec, out: Path, full: Plan, found: State, asked: Aske
         try:
             cert = load_cert(out / expect.cert)
         except (OSError, ValueError):
+            signed = [t.expect.cert for t in full.leaves() if t.signer == task.id and t.expect]
+            copies = [f"{d}/{Path(expect.cert).name}" for d in full.bundles if d != names.CERTS_DIR]
+            if any((out / c).is_file() for c in signed) and any((out / c).is_file() for c in copies):
+                # Made again, it would differ from the copy every node trusts, and all it signed would be
+                # signed again: the copy is the repair.
+                there = next(c for c in copies if (out / c).is_file())
+                found_differences.append(
+                    Difference(
+                        "CA",
+                        f"{expect.cert} is missing or unreadable, and every node holds a copy",
+                        f"put it back (cp {script_quote(out / there)} {script_quote(out / expect.cert)}),"
+                        " or re-run with --reissue to make a new one and sign every certificate again",
+                    )
+                )
             continue
         if spec.ca is not None and expect.issuer is None:  # your own CA: the file the spec names
             try:

@@ -40,7 +40,7 @@ from orchestrator import (
 from orchestrator.errors import ExitStatus, Interrupted, RunError, SpecError, UserError
 from orchestrator.lifecycle import Stage
 from orchestrator.nextsteps import next_steps
-from orchestrator.steps import Plan, Verify
+from orchestrator.steps import Copy, Plan, Verify
 
 Say = Callable[[str], None]
 
@@ -452,6 +452,7 @@ def render(config: Path | None, out: Path, profile: str | None) -> int:
 def csr(config: Path | None, out: Path, profile: str | None) -> int:
     """Make keys and CSRs for a CA that crdb-certs may not touch; then `crdb-certs import`."""
     the_spec = load_spec(config, out, profile)
+    _require_hand_off(out, "csr")
     result = runner.issue(
         the_spec,
         out,
@@ -480,19 +481,63 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
 @config_option
 @out_option("The folder `crdb-certs csr` wrote to.")
 @profile_option
-def import_command(returned: Path, config: Path | None, out: Path, profile: str | None) -> int:
+@click.option(
+    "--reissue",
+    is_flag=True,
+    help="Replace certificates installed before with the returned ones (the old ones kept in backup/).",
+)
+def import_command(returned: Path, config: Path | None, out: Path, profile: str | None, reissue: bool) -> int:
     """Install the certificates your CA returned for `crdb-certs csr`, checked, into the certs directories."""
     the_spec = load_spec(config, out, profile)
+    _require_hand_off(out, "import")
     found = imports.check_returned(plan.build(the_spec), returned.resolve(), out)
-    result = runner.issue(
-        the_spec, out, openssl.find, planner=lambda _: handoff.build_import(the_spec, found)
-    )
+    todo = handoff.build_import(the_spec, found)
+    if not reissue:
+        _refuse_to_replace_installed(out, todo)
+    result = runner.issue(the_spec, out, openssl.find, planner=lambda _: todo, backup=out / names.BACKUP_DIR)
     _audit_issued(out, result.plan, result.changed, click.echo)
     click.echo(
         f"installed {len(found)} certificates" if result.changed else f"{out}: up to date, nothing changed"
     )
     click.echo(next_steps(the_spec, out))
     return ExitStatus.OK
+
+
+def _require_hand_off(out: Path, command: str) -> None:
+    """`csr` and `import` are for a CA crdb-certs may not touch; a folder with a CA of its own (made
+    here, or yours via [ca]) would be switched to another CA, its record rewritten."""
+    held = record.read(out)
+    if held is not None and held.provenance is not record.Provenance.SIGNED_ELSEWHERE:
+        raise UserError(
+            f"{command}: {script.quote(out)} is signed by {held.provenance.about()}; `crdb-certs csr` and"
+            " `import` are for a CA crdb-certs may not touch: `crdb-certs issue` makes what is missing"
+            " there (use a new --out folder for a hand-off)"
+        )
+
+
+def _refuse_to_replace_installed(out: Path, todo: Plan) -> None:
+    """What an outside CA returned replaces an installed certificate only with --reissue (changes.py's
+    rule for `issue`): a certificate of another CA in the returned folder would otherwise switch CAs."""
+    found = []
+    for task in todo.tasks:
+        for step in task.steps:
+            if not isinstance(step, Copy) or not Path(step.src).is_absolute():
+                continue
+            try:
+                same = (out / step.dst).read_bytes() == Path(step.src).read_bytes()
+            except FileNotFoundError:
+                continue  # not installed yet
+            if not same:
+                who = "CA" if step.dst.endswith(tuple(f"/{ca}" for ca in names.CA_FILES)) else task.title
+                found.append(
+                    changes.Difference(
+                        who,
+                        f"{step.dst} is installed already, and the returned {Path(step.src).name} differs",
+                        "re-run import with --reissue to replace it (kept in backup/)",
+                    )
+                )
+    if found:
+        raise changes.Refused(out, found)
 
 
 show_plan_option = click.option(

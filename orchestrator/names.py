@@ -25,6 +25,7 @@ NODE_KEY = "node.key"
 UI_CERT = "ui.crt"
 UI_KEY = "ui.key"
 TENANT_CA_CERT = "ca-client-tenant.crt"
+CA_FILES = (CA_CERT, CLIENT_CA_CERT, UI_CA_CERT)  # the CA certificates crdb-certs installs
 CERT_SUFFIX = ".crt"  # CockroachDB considers only files ending in .crt (certnames.IsCertificateFilename)
 KEY_SUFFIX = ".key"
 # Prefixes of the certificate names that carry a user name or a tenant id: client.<user>.crt, ...

@@ -6,6 +6,7 @@ agrees with `issue` on every folder."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -362,3 +363,151 @@ def test_profile_and_layout_are_enums_the_record_writes_as_the_toml_does() -> No
     text = record.of(the_spec)
     assert '\nprofile = "docs-v19"\nlayout = "split-ca"\n' in text
     assert spec.parse(tomllib.loads(text)["spec"]) == the_spec
+
+
+# ------------------------------------------------------------------ findings of the adversarial review
+
+
+def test_import_never_switches_a_folder_with_its_own_ca(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`import` into a folder whose CA crdb-certs made replaced ca.crt and every leaf with another CA's,
+    with no backup; `csr` there rewrote the record to signed-elsewhere. Both are refused."""
+    before = snapshot(pki)
+    returned = tmp_path / "returned"
+    returned.mkdir()
+    for command in (("csr", "--out", pki), ("import", returned, "--out", pki)):
+        capsys.readouterr()
+        assert crdb(*command) == 2, command
+        err = capsys.readouterr().err
+        assert "a CA crdb-certs made here" in err and err.count("\n") == 1, err
+    assert snapshot(pki) == before
+
+
+def test_a_second_import_replaces_nothing_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(
+        tmp_path, 'key_type = "ec"\nlayout = "split-node"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n'
+    )
+    out = tmp_path / "out"
+    assert crdb("csr", "--config", spec, "--out", out) == 0
+    sign_all(make_org_ca(tmp_path / "org"), out, tmp_path / "returned")
+    assert crdb("import", tmp_path / "returned", "--out", out) == 0
+    before = snapshot(out)
+    sign_all(make_org_ca(tmp_path / "other-org"), out, tmp_path / "other")  # another CA signs the same CSRs
+    capsys.readouterr()
+    assert crdb("import", tmp_path / "other", "--out", out) == 1
+    err = capsys.readouterr().err
+    assert "CA: certs/ca.crt is installed already" in err and "--reissue" in err
+    assert snapshot(out) == before
+    assert crdb("import", tmp_path / "other", "--out", out, "--reissue") == 0
+    [backup] = (out / "backup").iterdir()
+    assert (backup / "certs/ca.crt").read_bytes() == before["certs/ca.crt"][0]
+
+
+def test_your_own_ca_replaced_in_place_is_a_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The organization rotated its CA into the same files [ca] names: issue switched every node at once."""
+    OrgCA(tmp_path / "org", cn="Org Root 1")
+    first = tmp_path / "org"
+    spec = write_spec(
+        tmp_path,
+        'key_type = "ec"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+        f'[ca]\ncert = "{first / "org-ca.crt"}"\nkey = "{first / "org-ca.key"}"\n',
+    )
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    before = snapshot(out)
+    OrgCA(first, cn="Org Root 2")  # new key and certificate at the same paths
+    capsys.readouterr()
+    assert crdb("issue", "--out", out) == 1
+    assert "CA: certs/ca.crt is not the CA [ca] names now" in capsys.readouterr().err
+    assert crdb("issue", "--check", "--out", out) == 1
+    assert snapshot(out) == before
+    assert crdb("issue", "--out", out, "--reissue", "--quiet") == 0
+
+
+def test_a_lost_ca_certificate_is_put_back_from_a_node_not_made_anew(
+    pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """certs/ca.crt deleted: issue made a new CA certificate and re-signed every leaf. It now says where
+    the copy is (every node's folder has one) and changes nothing; put back, the folder is up to date."""
+    before = snapshot(pki)
+    (pki / "certs/ca.crt").unlink()
+    capsys.readouterr()
+    assert crdb("issue", "--out", pki) == 1
+    err = capsys.readouterr().err
+    assert "CA: certs/ca.crt is missing or unreadable, and every node holds a copy; put it back (cp " in err
+    assert crdb("issue", "--check", "--out", pki) == 1
+    del before["certs/ca.crt"]
+    assert snapshot(pki) == before
+    fix = err.split("put it back (")[1].split(")")[0]
+    subprocess.run(shlex.split(fix), check=True)
+    assert crdb("issue", "--check", "--out", pki) == 0
+
+
+def test_a_changed_ca_subject_is_its_own_difference(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, CUSTOM + '\n[subject]\norganization = "Example Org"\n')
+    before = snapshot(pki)
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", pki) == 1
+    err = capsys.readouterr().err
+    assert "CA: certs/ca.crt: subject" in err and "made again, it would sign every certificate again" in err
+    assert snapshot(pki) == before
+
+
+def test_files_of_an_abandoned_layout_or_ui_are_removals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """split-ca -> standard left ca-client.crt in every certs directory (CockroachDB then refuses every
+    client certificate), and a removed [ui] left ui.crt/ui.key forever: both are removals, one line each,
+    and --prune takes them away (to backup/)."""
+    base = (
+        'key_type = "ec"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n'
+        '[[nodes]]\nname = "n2"\nhosts = ["n2.example.com"]\n[[clients]]\nuser = "root"\n'
+    )
+    spec = write_spec(tmp_path, 'layout = "split-ca"\n' + base + '[ui]\nhosts = ["console.example.com"]\n')
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    write_spec(tmp_path, base)
+    before = snapshot(out)
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", out, "--reissue") == 1
+    err = capsys.readouterr().err
+    for path in (
+        "nodes/n1/ca-client.crt",
+        "certs/ca-client.crt",
+        "nodes/n2/ui.key",
+        "nodes/n1/client.node.key",
+    ):
+        assert f"--prune to move {path} to backup/" in err, path
+    assert snapshot(out) == before
+    assert crdb("issue", "--config", spec, "--out", out, "--reissue", "--prune", "--quiet") == 0
+    for folder in ("certs", "nodes/n1", "nodes/n2"):
+        assert not (out / folder / "ca-client.crt").exists() and not (out / folder / "ui.key").exists()
+    assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+
+
+def test_reissue_can_name_exactly_one_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A node and a user both called `root`: the refusal names node:root and client:root, and
+    --reissue node:root replaces the node's certificate only."""
+    text = '[[nodes]]\nname = "root"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+    spec = write_spec(tmp_path, 'key_type = "ec"\n' + text)
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    write_spec(tmp_path, text)  # rsa now
+    capsys.readouterr()
+    assert crdb("issue", "--config", spec, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert "--reissue node:root to replace nodes/root/node.crt" in err
+    assert "--reissue client:root to replace certs/client.root.crt" in err
+    user_before = (out / "certs/client.root.crt").read_bytes()
+    assert (
+        crdb("issue", "--config", spec, "--out", out, "--reissue", "node:root") == 1
+    )  # the user still differs
+    assert crdb("issue", "--config", spec, "--out", out, "--reissue", "node:root,client:root", "--quiet") == 0
+    assert (out / "certs/client.root.crt").read_bytes() != user_before

@@ -60,11 +60,10 @@ class Sshd:
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # its privilege separation directory
         self.log = folder / "sshd.log"
-        self.proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", config, "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
-        )
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", config, "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_for_port(self.port, self.proc)
 
     def env(self) -> dict[str, str]:
@@ -119,6 +118,7 @@ def answer(conn):
         except (OSError, ssl.SSLError):
             pass
 print("ready", flush=True)
+sys.stdout.close()
 while True:
     conn, _ = server.accept()
     threading.Thread(target=answer, args=(conn,), daemon=True).start()
@@ -132,13 +132,16 @@ class StandIn:
 
     def __init__(self, folder: Path, port: int) -> None:
         self.folder, self.certs, self.port = folder, folder / "certs", port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", STANDIN, str(self.certs), str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=(folder / "standin.log").open("wb"),
-        )
+        with (folder / "standin.log").open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", STANDIN, str(self.certs), str(self.port)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
         assert self.proc.stdout is not None
-        if self.proc.stdout.readline() != b"ready\n":
+        ready = self.proc.stdout.readline()
+        self.proc.stdout.close()
+        if ready != b"ready\n":
             raise RuntimeError(f"stand-in {folder} did not start: {(folder / 'standin.log').read_text()}")
         (folder / "standin.pid").write_text(f"{self.proc.pid}\n")
 

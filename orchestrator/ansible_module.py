@@ -158,8 +158,10 @@ def main() -> None:
         module.fail_json(msg=f"{dest}: not replaced: {e}", differences=found)
     rc, out, err = module.run_command(module.params["reload"], cwd=dest)
     if rc != 0:
+        said = " ".join((err or out).split())[:500]
         module.fail_json(
-            msg=f"reload failed (exit {rc}): {(err or out).strip()[:500]}",
+            msg=f"reload failed (exit {rc}, {' '.join(module.params['reload'])})"
+            + (f": {said}" if said else ""),
             replaced=True,
             differences=found,
         )

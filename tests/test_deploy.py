@@ -274,7 +274,7 @@ def test_deploy_rolls_node_by_node_and_stops_at_the_node_whose_reload_fails(
     out, err = capsys.readouterr()
     assert "node1: delivered, reloaded; serves nodes/node1/node.crt (probe)" in out
     [line] = err.splitlines()
-    assert line.startswith("error: deploy: node2: reload failed (exit 1)"), line
+    assert line.startswith("error: deploy: node2: reload failed (exit 1, pkill -HUP -F ../standin.pid)"), line
     assert line.endswith("not touched: node3, node4"), line
     assert fleet.served_serial("node1") == fleet.issued_serial("node1")
     assert fleet.held("node2") == fleet.new["node2"], "delivered, but its reload failed"

@@ -967,6 +967,80 @@ def export_alert_rules(out: Path) -> int:
     return ExitStatus.OK
 
 
+@export_group.command(name="ansible")
+@click.option(
+    "--out",
+    type=PathParam(path_type=Path, file_okay=False),
+    required=True,
+    help="The folder to write inventory.yml and deploy.yml into.",
+)
+@config_option
+@click.option(
+    "--from",
+    "source",
+    type=PathParam(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="The output folder `issue` made.",
+)
+def export_ansible(out: Path, config: Path | None, source: Path) -> int:
+    """An Ansible inventory and playbook that deliver each node's certs directory (nodes/<name>/) to its
+    certs_dir over SSH, one node at a time: uploaded beside it, put in place in one rename, then the
+    spec's [deploy] reload command. Idempotent: a node that holds the folder already is not touched.
+
+    Each node needs `ssh = "user@host[:port]"` in the spec; `certs_dir` defaults to
+    /var/lib/cockroach/certs. Run it with ansible-playbook, or `crdb-certs deploy` (which also probes).
+    """
+    from orchestrator import ansible
+
+    the_spec = load_spec(config, source, check_files=False)
+    inventory, book = ansible.write(the_spec, source, out)
+    click.echo(f"{inventory}: {len(ansible.reach(the_spec))} node(s)")
+    click.echo(f"{book}: run it: ansible-playbook -i {script.quote(inventory)} {script.quote(book)}")
+    return ExitStatus.OK
+
+
+@cli.command(name="deploy")
+@config_option
+@out_option("The output folder `issue` made.")
+@click.option("--nodes", default=None, help="Deploy to exactly these nodes (names, comma-separated).")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Nodes delivered at once; each batch is probed before the next one starts.",
+)
+@click.option(
+    "--check", is_flag=True, help="Ansible's check mode with a diff: what would change; nothing does."
+)
+def deploy_command(config: Path | None, out: Path, nodes: str | None, parallel: int, check: bool) -> int:
+    """Deliver each node's certs directory (nodes/<name>/) to its certs_dir over SSH with Ansible, run the
+    spec's [deploy] reload command there, and check with `probe` that the node serves the certificate
+    this folder issued, one node at a time (--parallel N: N at a time).
+
+    Stops at the first node that fails (exit 1, naming it and the reason); the nodes after it are not
+    touched. The playbook is written to OUT/ansible/ (as `export ansible`). Ansible's own settings apply:
+    ANSIBLE_PRIVATE_KEY_FILE, ANSIBLE_HOST_KEY_CHECKING, your ssh config, ansible.cfg.
+    """
+    import time
+
+    from orchestrator import deploy
+
+    the_spec = load_spec(config, out, check_files=False)
+    started = time.monotonic()
+    done = deploy.run(the_spec, out, _csv(nodes), parallel, check, click.echo)
+    changed = sum(1 for d in done if d.changed)
+    took = time.monotonic() - started
+    if check:
+        click.echo(f"check: {changed} of {len(done)} node(s) would change ({took:.1f}s); nothing was touched")
+    else:
+        click.echo(
+            f"deployed: {changed} of {len(done)} node(s) changed, all serve their certificate ({took:.1f}s)"
+        )
+    return ExitStatus.OK
+
+
 certs_dir_argument = click.argument("certs_dir", type=PathParam(path_type=Path, file_okay=False))
 
 

@@ -17,7 +17,7 @@ import tomli_w
 
 from orchestrator import names
 from orchestrator.errors import UserError
-from orchestrator.spec import DEFAULT_ORGANIZATION, Spec, parse
+from orchestrator.spec import DEFAULT_CERTS_DIR, DEFAULT_ORGANIZATION, DEFAULT_RELOAD, Node, Spec, parse
 
 
 class Provenance(StrEnum):
@@ -76,8 +76,21 @@ def spec_data(spec: Spec) -> dict[str, Any]:
         if k8s.hosts:
             data["kubernetes"]["hosts"] = list(k8s.hosts)
     nodes = [n for n in spec.nodes if k8s is None or n.name != k8s.node]
-    data["nodes"] = [{"name": n.name, "hosts": list(n.hosts)} for n in nodes]
+    data["nodes"] = [_node_data(n) for n in nodes]
+    if spec.reload != DEFAULT_RELOAD:
+        data["deploy"] = {"reload": spec.reload}
     data["clients"] = [{"user": c.user, **({"pkcs8": True} if c.pkcs8 else {})} for c in spec.clients]
+    return data
+
+
+def _node_data(node: Node) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": node.name, "hosts": list(node.hosts)}
+    if node.ssh is not None:
+        data["ssh"] = node.ssh
+    if node.certs_dir != DEFAULT_CERTS_DIR:
+        data["certs_dir"] = node.certs_dir
+    if node.sql_addr is not None:
+        data["sql_addr"] = node.sql_addr
     return data
 
 

@@ -31,10 +31,18 @@ LAYOUTS = tuple(layout.value for layout in Layout)
 MAX_SPEC = 1 << 20  # a spec for thousands of nodes is a few hundred KB
 
 
+DEFAULT_CERTS_DIR = "/var/lib/cockroach/certs"
+DEFAULT_RELOAD = "pkill -HUP -x cockroach"  # CockroachDB re-reads its certificates on SIGHUP
+
+
 @dataclass(frozen=True)
 class Node:
     name: str
     hosts: tuple[str, ...]
+    # Where the node lives, for `export ansible` and `deploy` only (nothing else reads them):
+    ssh: str | None = None  # [user@]host[:port], as written (validate.ssh)
+    certs_dir: str = DEFAULT_CERTS_DIR  # the folder on the node its certs directory is delivered to
+    sql_addr: str | None = None  # host:port where `probe` reaches it (default: its first host, 26257)
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,7 @@ class Spec:
     # [ocsp] url: every leaf carries authorityInfoAccess = OCSP;URI:<url>, the responder CockroachDB asks
     # (security.ocsp.mode) about it; `crdb-certs ocsp serve` answers there.
     ocsp_url: str | None = None
+    reload: str = DEFAULT_RELOAD  # [deploy] reload: run on each node once its files are in place
 
 
 KEY_TYPES = ("rsa", "ec")
@@ -135,6 +144,7 @@ _TOP_KEYS = {
     "kubernetes",
     "subject",
     "ocsp",
+    "deploy",
 }
 
 
@@ -225,6 +235,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         )
     ocsp_url = _ocsp(data["ocsp"]) if "ocsp" in data else None
     organization = _subject(data["subject"]) if "subject" in data else DEFAULT_ORGANIZATION
+    reload = _deploy(data["deploy"]) if "deploy" in data else DEFAULT_RELOAD
     return Spec(
         profile,
         layout,
@@ -239,6 +250,7 @@ def parse(data: dict[str, Any], base: Path | None = None) -> Spec:
         kubernetes,
         organization,
         ocsp_url,
+        reload,
     )
 
 
@@ -250,9 +262,25 @@ def _ocsp(raw: object) -> str:
 
 
 def _node(field: str, raw: dict[str, Any]) -> Node:
-    _no_unknown_keys(field, raw, {"name", "hosts"})
+    _no_unknown_keys(field, raw, {"name", "hosts", "ssh", "certs_dir", "sql_addr"})
     name = validate.node_name(f"{field}.name", raw.get("name"))
-    return Node(name=name, hosts=_hosts(f"{field}.hosts", raw.get("hosts")))
+    node = Node(name=name, hosts=_hosts(f"{field}.hosts", raw.get("hosts")))
+    if "ssh" in raw:
+        node = replace(node, ssh=validate.joined(*validate.ssh(f"{field}.ssh", raw["ssh"])))
+    if "certs_dir" in raw:
+        node = replace(node, certs_dir=validate.remote_dir(f"{field}.certs_dir", raw["certs_dir"]))
+    if "sql_addr" in raw:
+        node = replace(
+            node, sql_addr=validate.joined(None, *validate.sql_addr(f"{field}.sql_addr", raw["sql_addr"]))
+        )
+    return node
+
+
+def _deploy(raw: object) -> str:
+    if not isinstance(raw, dict):
+        raise SpecError("deploy", raw, "is not a table")
+    _no_unknown_keys("deploy", raw, {"reload"})
+    return validate.command_line("deploy.reload", raw.get("reload"))
 
 
 def _kubernetes(raw: object, node: str | None) -> Kubernetes:

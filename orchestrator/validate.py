@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 import unicodedata
 
 from orchestrator.errors import SpecError
@@ -219,3 +220,123 @@ def choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise SpecError(field, value, "is not one of " + ", ".join(allowed))
     return value
+
+
+# ------------------------------------------------------------------------------ where nodes live
+
+# A login name as useradd allows it (and ssh passes on): never starting with '-', which ssh would read as
+# an option, and nothing a shell or ssh_config would expand (%, $, ~, quotes, white space).
+_LOGIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+# A folder on a node: an absolute path of plain characters. Ansible receives it as data, never through a
+# shell; still nothing that a shell, Jinja or YAML would read differently ({, $, ~, *, quotes, space).
+_REMOTE_PATH = re.compile(r"^(/[A-Za-z0-9._@+=,-]+)+/?$")
+
+
+def port(field: str, value: object, text: str) -> int:
+    """A TCP port written after a colon in `text`."""
+    if not isinstance(value, str) or not value.isdigit() or not value.isascii() or not 0 < int(value) < 65536:
+        raise SpecError(field, text, "has a port that is not a number from 1 to 65535")
+    return int(value)
+
+
+def _host_and_port(field: str, text: str) -> tuple[str, str | None]:
+    """`host`, `host:port`, `[IPv6]` or `[IPv6]:port`, split (the port as written, or None)."""
+    if text.startswith("["):
+        inner, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")) or ":" not in inner:
+            raise SpecError(field, text, "is not [IPv6 address] or [IPv6 address]:PORT")
+        return inner, (rest[1:] if rest else None)
+    if text.count(":") > 1:
+        raise SpecError(field, text, "has an IPv6 address not in brackets (write [::1]:22)")
+    host_part, colon, port_part = text.partition(":")
+    return host_part, (port_part if colon else None)
+
+
+def _reach_host(field: str, text: str, value: str) -> str:
+    if "*" in value:
+        raise SpecError(field, text, "is a wildcard, not one host")
+    try:
+        return host(field, value)
+    except SpecError as e:
+        raise SpecError(field, text, e.reason) from None
+
+
+def ssh(field: str, value: object) -> tuple[str | None, str, int | None]:
+    """`[user@]host[:port]`: how Ansible reaches a node over SSH (user and port: else ssh config's),
+    as (user, host in its canonical form, port); `joined` writes it back."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(field, value, "is not user@host[:port]")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise SpecError(field, value, "contains white space or control characters")
+    login, at, rest = value.rpartition("@")
+    if at and not _LOGIN.match(login):
+        raise SpecError(field, value, "has a user that is not a login name (letters, digits, _ . -)")
+    host_part, port_part = _host_and_port(field, rest)
+    name = _reach_host(field, value, host_part)
+    return (login or None), name, (None if port_part is None else port(field, port_part, value))
+
+
+def joined(user: str | None, name: str, number: int | None) -> str:
+    """`[user@]host[:port]` again (IPv6 in brackets), which `ssh` reads back the same."""
+    shown = f"[{name}]" if ":" in name else name
+    return (f"{user}@" if user else "") + shown + (f":{number}" if number is not None else "")
+
+
+def sql_addr(field: str, value: object) -> tuple[str, int]:
+    """`host:port` where `probe` reaches a node's SQL port ([IPv6]:port)."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(field, value, "is not host:port")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise SpecError(field, value, "contains white space or control characters")
+    host_part, port_part = _host_and_port(field, value)
+    if port_part is None:
+        raise SpecError(field, value, "has no port (host:port, e.g. node1.example.com:26257)")
+    return _reach_host(field, value, host_part), port(field, port_part, value)
+
+
+def remote_dir(field: str, value: object) -> str:
+    """An absolute folder on a node, of plain characters; never `/` itself (it is replaced whole)."""
+    if not isinstance(value, str) or not _REMOTE_PATH.match(value):
+        raise SpecError(
+            field, value, "is not an absolute path of letters, digits and . _ @ + = , - (no spaces)"
+        )
+    parts = value.strip("/").split("/")
+    if any(p in {".", ".."} for p in parts):
+        raise SpecError(field, value, "has a . or .. component")
+    return "/" + "/".join(parts)
+
+
+def command_line(field: str, value: object) -> str:
+    """A command line the operator writes (`pkill -HUP -x cockroach`): kept as written, and split as a
+    POSIX shell splits it (shlex) into the one argv that runs on the node, with no shell in between. So
+    that the argv is exactly what a shell would have run, nothing a shell would expand or interpret is
+    accepted outside single quotes ($, `, ;, |, &, <, >, (, ), globs, ~): wrap those in `sh -c '...'`."""
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(field, value, "is not a command line")
+    if not value.isprintable():
+        raise SpecError(field, value, "contains control characters (a newline, a tab)")
+    quote = ""  # the quote we are inside: '' (none), "'" or '"'
+    for c in value:
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == quote:
+            quote = ""
+        elif c in "'\"" and not quote:
+            quote = c
+        elif c in _SHELL_EXPANDS or (not quote and c in _SHELL_OPERATORS):
+            raise SpecError(
+                field,
+                value,
+                f"has {c!r}, which a shell would interpret: it runs without one (write sh -c '...' for that)",
+            )
+    try:
+        argv = shlex.split(value)
+    except ValueError as e:
+        raise SpecError(field, value, f"cannot be split into words ({e})") from None
+    if not argv or argv[0].startswith("-"):
+        raise SpecError(field, value, "does not start with a command")
+    return value
+
+
+_SHELL_EXPANDS = "$`\\"  # interpreted outside single quotes, double quotes included
+_SHELL_OPERATORS = ";|&<>()*?[]~{}#!"

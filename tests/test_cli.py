@@ -43,7 +43,7 @@ def test_no_command_prints_the_help_not_an_error(
     [
         (
             '[[nodes]]\nname = "n"\nhost = ["a"]\n',
-            "error: nodes[0].host: ['a'] is not a known key (known: hosts",
+            "error: nodes[0].host: ['a'] is not a known key (known: certs_dir, hosts, name, sql_addr, ssh)",
         ),
         ('[[nodes]]\nname = "n"\nhosts = ["a b"]\n', 'error: nodes[0].hosts[0]: "a b"'),
         ('[[nodes]]\nname = "n"\nhosts = []\n', "error: nodes[0].hosts: [] must be a non-empty list"),

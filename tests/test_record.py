@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -511,3 +512,37 @@ def test_reissue_can_name_exactly_one_certificate(tmp_path: Path, capsys: pytest
     )  # the user still differs
     assert crdb("issue", "--config", spec, "--out", out, "--reissue", "node:root,client:root", "--quiet") == 0
     assert (out / "certs/client.root.crt").read_bytes() != user_before
+
+
+def test_where_nodes_live_round_trips_and_changes_no_certificate() -> None:
+    """The deploy keys ([[nodes]] ssh, certs_dir, sql_addr; [deploy] reload) are written back as given
+    and read into the same Spec; defaults are not written."""
+    data: dict[str, Any] = {
+        "nodes": [
+            {
+                "name": "n1",
+                "hosts": ["n1.example.com", "10.0.0.1"],
+                "ssh": "deploy@10.0.0.1:2222",
+                "certs_dir": "/srv/crdb/certs",
+                "sql_addr": "10.0.0.1:26258",
+            },
+            {"name": "n2", "hosts": ["n2.example.com"], "ssh": "n2"},
+            {"name": "n3", "hosts": ["n3.example.com"]},
+        ],
+        "deploy": {"reload": "systemctl reload 'cockroach db'"},
+    }
+    the_spec = spec.parse(data)
+    assert the_spec.nodes[1].certs_dir == spec.DEFAULT_CERTS_DIR and the_spec.nodes[2].ssh is None
+    written = tomllib.loads(record.of(the_spec))["spec"]
+    assert written["nodes"][0] == data["nodes"][0]
+    assert written["nodes"][1] == {"name": "n2", "hosts": ["n2.example.com"], "ssh": "n2"}
+    assert written["nodes"][2] == {"name": "n3", "hosts": ["n3.example.com"]}
+    assert written["deploy"] == {"reload": "systemctl reload 'cockroach db'"}
+    assert spec.parse(written) == the_spec
+    plain = spec.parse({"nodes": [{"name": "n3", "hosts": ["n3.example.com"]}]})
+    assert "deploy" not in tomllib.loads(record.of(plain))["spec"]
+    # Nothing that issues certificates reads them: the same plan with or without them.
+    from orchestrator import plan
+
+    bare = spec.parse({"nodes": [{"name": n["name"], "hosts": n["hosts"]} for n in data["nodes"]]})
+    assert plan.build(the_spec).configs() == plan.build(bare).configs()

@@ -468,7 +468,9 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
         click.echo(f"  (the CA certificate to trust)  ->  {ca.name}.crt")
     click.echo(f"What each certificate must contain (SANs, usages, CA:FALSE): {out / names.REQUESTS_SHEET}")
     click.echo(
-        "Then: crdb-certs import <that folder>" + (f" --config {config}" if config else "") + f" --out {out}"
+        "Then: crdb-certs import <that folder>"
+        + (f" --config {script.quote(config)}" if config else "")
+        + f" --out {script.quote(out)}"
     )
     if not result.changed:
         click.echo("(every key and request already existed: nothing was changed)")
@@ -942,7 +944,7 @@ certs_dir_argument = click.argument("certs_dir", type=PathParam(path_type=Path, 
 )
 @click.option(
     "--crl",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     default=None,
     help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
 )
@@ -965,13 +967,13 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None, 
 @config_option
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=PathParam(path_type=Path, file_okay=False),
     default=None,
     help="Judge against this output folder: certs/ca.crt, and what nodes/<name>/ holds for each node.",
 )
 @click.option(
     "--certs-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=PathParam(path_type=Path, file_okay=False),
     default=None,
     help="Judge against this certs directory instead: its ca.crt and node.crt.",
 )
@@ -1067,7 +1069,7 @@ def probe_command(
 )
 @click.option(
     "--crl",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     default=None,
     help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
 )

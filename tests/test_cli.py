@@ -179,6 +179,11 @@ PATH_OPTIONS = [
     ("init {bad}", "FILE", "out-file"),
     ("export alert-rules --out {bad}", "--out", "out-file"),
     ("--openssl {bad} plan", "--openssl", "file"),
+    ("probe 127.0.0.1:1 --out {bad}", "--out", "in"),
+    ("probe 127.0.0.1:1 --certs-dir {bad}", "--certs-dir", "in"),
+    ("probe 127.0.0.1:1 --config {bad} --out {base}/pki", "--config", "file"),
+    ("audit {base}/pki/certs --crl {bad}", "--crl", "file"),
+    ("list {base}/pki/certs --crl {bad}", "--crl", "file"),
 ]
 
 

@@ -435,8 +435,8 @@ def plan_command(config: Path | None, out: Path | None, profile: str | None, key
 @out_option("Folder to write the .cnf files into.", required=True)
 @profile_option
 def render(config: Path | None, out: Path, profile: str | None) -> int:
-    """Write only the openssl .cnf files, for review."""
-    configs = plan.build(spec.load(config, profile)).configs()
+    """Write only the openssl .cnf files, for review (of the spec OUT records, if it has one)."""
+    configs = plan.build(load_spec(config, out, profile, check_files=False)).configs()
     for rel, text in configs.items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)

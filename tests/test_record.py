@@ -133,6 +133,15 @@ def test_every_command_without_config_uses_the_record(
     assert snapshot(pki) == before
 
 
+def test_render_into_a_folder_writes_the_configs_of_its_record(pki: Path) -> None:
+    """Review 13: `render --out pki` rewrote pki/requests/*.cnf from the embedded default (node1 on
+    localhost only) over the configs of the folder's own spec."""
+    configs = {p: p.read_bytes() for p in (pki / "requests").glob("*.cnf")}
+    assert pki / "requests/node.node4.cnf" in configs
+    assert crdb("render", "--out", pki) == 0
+    assert {p: p.read_bytes() for p in (pki / "requests").glob("*.cnf")} == configs
+
+
 def _planned(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
     capsys.readouterr()
     assert crdb("plan", "--out", out) == 0

@@ -11,16 +11,19 @@ import stat
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tomli_w
 import yaml
 
 from orchestrator import record, spec
 from orchestrator.profiles import ProfileName
 from orchestrator.spec import Layout
 from tests import pkicheck
-from tests.conftest import REPO, crdb, write_spec
+from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.orgca import OrgCA
 from tests.test_handoff import make_org_ca, sign_all
 
@@ -140,6 +143,49 @@ def test_render_into_a_folder_writes_the_configs_of_its_record(pki: Path) -> Non
     assert pki / "requests/node.node4.cnf" in configs
     assert crdb("render", "--out", pki) == 0
     assert {p: p.read_bytes() for p in (pki / "requests").glob("*.cnf")} == configs
+
+
+def _edit_record(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = folder / "crdb-certs.toml"
+    data = tomllib.loads(path.read_text())
+    change(data)
+    path.write_text(tomli_w.dumps(data))
+
+
+def test_a_record_of_a_newer_format_is_refused(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 12: `format = 7` was read as 1 and rewritten as 1 by the next run."""
+    _edit_record(pki, lambda data: data.update(format=7))
+    before = snapshot(pki)
+    for command in (("issue", "--out", pki), ("plan", "--out", pki), ("renew", "--out", pki)):
+        capsys.readouterr()
+        assert crdb(*command) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {pki / 'crdb-certs.toml'}: ") and err.count("\n") == 1, err
+        assert "made by a newer crdb-certs" in err, err
+    assert snapshot(pki) == before
+
+
+def test_a_record_that_is_a_fifo_is_refused_not_waited_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 12: a FIFO named crdb-certs.toml hung `issue --out`; the record is read as specs are."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "crdb-certs.toml")
+    with no_hang(10):
+        assert crdb("issue", "--out", out, "--key-type", "ec") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'crdb-certs.toml'}: ") and err.count("\n") == 1, err
+    assert sorted(p.name for p in out.iterdir()) == ["crdb-certs.toml"]
+
+
+def test_an_error_in_the_records_spec_names_the_record(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 12: `error: nodes[1].hosts[0]: ...` did not say that the value is in the folder's record."""
+    _edit_record(pki, lambda data: data["spec"]["nodes"][1]["hosts"].__setitem__(0, "bad host"))
+    assert crdb("plan", "--out", pki) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {pki / "crdb-certs.toml"}: spec.nodes[1].hosts[0]: "bad host" '), err
+    assert err.count("\n") == 1, err
 
 
 def _planned(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:

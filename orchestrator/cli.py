@@ -161,13 +161,15 @@ def load_spec(
     profile: str | None = None,
     key_type: str | None = None,
     check_files: bool = True,
+    ui_files: bool = True,
 ) -> spec.Spec:
     """The spec a command works with: --config; else the one the output folder records; else, for a
     folder that holds no PKI yet, the embedded default. A PKI without a record is never guessed at.
-    With `check_files`, the files it names from elsewhere are checked (a command that will use them)."""
+    With `check_files`, the files it names from elsewhere are checked (a command that will use them);
+    without `ui_files`, only [ca]'s (a command that signs but never copies an imported UI certificate)."""
     found = _spec_for(config, out, profile, key_type)
     if check_files:
-        imports.check_files(found)
+        imports.check_files(found, ui=ui_files)
     return found
 
 
@@ -535,7 +537,7 @@ def renew(
 
     The files replaced are kept in OUT/backup/<UTC time>/ until you delete them.
     """
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     node_names, users = _csv(nodes), _csv(clients)
     if within is not None and (node_names or users or ui):
         raise UserError(
@@ -576,7 +578,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     Every replaced file is kept in OUT/backup/<UTC time>/, the old CA key in
     OUT/my-safe-directory/backup/<UTC time>/. Run again, it completes a rotation that was interrupted.
     """
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, check_files=False)  # it never uses them: [ca] is refused
 
     def planner(where: Path) -> Plan:
         return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
@@ -667,7 +669,7 @@ def revoke(
     Every copy of a revoked certificate, and its key, leaves the certs directories (kept in
     OUT/backup/<UTC time>/); a later `issue` makes that node or user a new key and certificate.
     """
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     node_names, users = _csv(nodes), _csv(clients)
 
     def planner(where: Path) -> Plan:
@@ -708,7 +710,7 @@ def revoke(
 )
 def crl(config: Path | None, out: Path, days: int) -> int:
     """Make the CRL of every CA of the folder (OUT/crl/ca.crl, and ca-client.crl in split-ca)."""
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     todo = revocation.crl_plan(the_spec, out, days)  # refusals before anything is touched
     runner.issue(
         the_spec, out, openssl.find, planner=lambda where: revocation.crl_plan(the_spec, where, days)
@@ -741,7 +743,7 @@ def ocsp_serve(config: Path | None, out: Path, host: str, port: int) -> int:
     """
     from orchestrator import ocsp
 
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     authorities = cas.signers(the_spec).all
     todo = revocation.responder_plan(the_spec, out)
     if todo.tasks:
@@ -885,7 +887,10 @@ def export_k8s(
 ) -> int:
     """Kubernetes manifests: Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user
     for the Helm chart or the operator, or a cert-manager Issuer and Certificates."""
-    the_spec = load_spec(config, source)
+    # Secrets are read from the folder; only cert-manager's Issuer takes the CA key, from [ca] if named.
+    the_spec = load_spec(config, source, check_files=False)
+    if target == "cert-manager":
+        imports.check_files(the_spec, ui=False)
     from orchestrator import k8s
 
     done = k8s.export(the_spec, source, target, name_prefix, namespace, include_ca_key)

@@ -18,7 +18,12 @@ def inspect(out: Path, full: Plan) -> State:
     now = datetime.now(UTC)
     found = {p for p in paths(full) if (out / p).is_file()}
     for step in full.steps:
-        if isinstance(step, Copy) and step.dst in found and _read(out / step.dst) != _read(out / step.src):
+        if not isinstance(step, Copy) or step.dst not in found:
+            continue
+        source = _read(out / step.src)
+        # An imported file (an absolute path) moved away since: the copy in the folder stands.
+        gone = source is None and Path(step.src).is_absolute()
+        if not gone and _read(out / step.dst) != source:
             found.discard(step.dst)
     present = frozenset(found)
     found_record = record.read(out)

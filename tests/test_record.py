@@ -188,6 +188,50 @@ def test_an_error_in_the_records_spec_names_the_record(pki: Path, capsys: pytest
     assert err.count("\n") == 1, err
 
 
+SMALL = 'key_type = "ec"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+
+
+@pytest.mark.parametrize("moved", ["ui", "ca"])
+def test_files_from_elsewhere_are_checked_only_by_the_commands_that_use_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], moved: str
+) -> None:
+    """Review 11: the record pinned [ui] issuer = "import" files and [ca]'s forever: once they were moved
+    (or the CA's disk unplugged), every --out command failed `ui.cert: ... is not an existing file`.
+    Loading a spec reads no other file: only the commands that copy or sign with them need them."""
+    org = OrgCA(tmp_path / "elsewhere")
+    ui_cert, ui_key = org.issue(tmp_path / "elsewhere", "ui", ["localhost"])
+    if moved == "ui":
+        extra = f'[ui]\nhosts = ["localhost"]\nissuer = "import"\ncert = "{ui_cert}"\nkey = "{ui_key}"\n'
+    else:
+        extra = f'[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n'
+    out = tmp_path / "pki"
+    assert crdb("issue", "--config", write_spec(tmp_path, SMALL + extra), "--out", out, "--quiet") == 0
+    (tmp_path / "elsewhere").rename(tmp_path / "moved")
+    missing = f"{moved}.cert: " + f'"{ui_cert if moved == "ui" else org.cert_path}" is not an existing file'
+    works: list[tuple[str | Path, ...]] = [
+        ("plan", "--out", out),
+        ("export", "k8s", "--from", out, "--out", tmp_path / "k8s.yaml"),
+        ("rotate-ca", "--plan", "--out", out),
+    ]
+    if moved == "ui":  # a renewal signs with the CA made here, and never copies ui.crt
+        works += [("renew", "--nodes", "n1", "--out", out)]
+    for command in works:
+        capsys.readouterr()
+        status = crdb(*command)
+        assert missing not in capsys.readouterr().err, command
+        assert status == 0 or command[0] == "rotate-ca", command  # rotate-ca refuses [ca]: its own error
+    capsys.readouterr()
+    assert crdb("probe", "127.0.0.1:1", "--timeout", "1", "--out", out) == 2  # nothing listens there
+    assert missing not in capsys.readouterr().err
+    needs = [("issue", "--out", out), ("issue", "--check", "--out", out)]
+    needs += [("renew", "--nodes", "n1", "--out", out)] if moved == "ca" else []
+    for command in needs:
+        capsys.readouterr()
+        assert crdb(*command) == 2, command
+        err = capsys.readouterr().err
+        assert err == f"error: {missing}\n", err
+
+
 def _planned(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
     capsys.readouterr()
     assert crdb("plan", "--out", out) == 0

@@ -195,11 +195,25 @@ def out_option(help: str, default: str | None = ".", required: bool = False) -> 
     return click.option(
         "--out",
         type=PathParam(path_type=Path, file_okay=False),
+        callback=_not_a_certs_dir,
         default=None if required else default,
         required=required,
         show_default=default is not None and not required,
         help=help,
     )
+
+
+def _not_a_certs_dir(ctx: click.Context, param: click.Parameter, out: Path | None) -> Path | None:
+    """A certs directory of an output folder (its certs/ or nodes/<name>/) is not one itself: given as
+    --out, it would get a PKI of its own, CA key included, among the files handed out."""
+    above = record.folder_above(out) if out is not None else None
+    if above is not None:
+        raise SpecError(
+            "--out",
+            str(out),
+            f"is a certs directory of the output folder {above}: give --out {script.quote(above)}",
+        )
+    return out
 
 
 key_type_option = click.option(

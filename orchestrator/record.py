@@ -8,6 +8,7 @@ plan step (plan.build writes it), so it is staged and committed with the run tha
 
 from __future__ import annotations
 
+import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -148,4 +149,14 @@ def holds_a_pki(out: Path) -> bool:
         names.ca_key("ca"),
         names.NODES_DIR,
     )
-    return any((out / m).exists() for m in markers)
+    # A certs directory itself (`cockroach cert`'s, a node's): certificates or keys at its top.
+    return any((out / m).exists() for m in markers) or any(out.glob("*.crt")) or any(out.glob("*.key"))
+
+
+def folder_above(out: Path) -> Path | None:
+    """The output folder of which `out` is a certs directory (its certs/ or nodes/<name>/), or None."""
+    here = Path(os.path.abspath(out))
+    above = here.parent.parent if here.parent.name == names.NODES_DIR else here.parent
+    if here.name != names.CERTS_DIR and above == here.parent:
+        return None
+    return above if (above / names.RECORD).is_file() else None

@@ -238,6 +238,33 @@ def _planned(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
+def test_a_certs_directory_never_gets_a_pki_of_its_own(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 5: `issue --out pki/certs` (or any `cockroach cert` folder: ca.crt, node.crt, node.key)
+    made the default spec's PKI there, my-safe-directory/ca.key among the files handed to clients."""
+    before = snapshot(pki)
+    for inner in (pki / "certs", pki / "nodes/node2"):
+        for command in (("issue", "--out", inner), ("csr", "--out", inner), ("plan", "--out", inner)):
+            capsys.readouterr()
+            assert crdb(*command) == 2, command
+            err = capsys.readouterr().err
+            said = (
+                f'error: --out: "{inner}" is a certs directory of the output folder {pki}: give --out {pki}'
+            )
+            assert err == said + "\n", err
+    assert snapshot(pki) == before
+    cockroach_cert = tmp_path / "cockroach-certs"  # `cockroach cert create-node`'s folder, copied
+    shutil.copytree(pki / "nodes/node2", cockroach_cert)
+    capsys.readouterr()
+    assert crdb("issue", "--out", cockroach_cert, "--key-type", "ec") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --config: ") and "holds certificates but no record" in err, err
+    assert sorted(p.name for p in cockroach_cert.iterdir()) == sorted(
+        p.name for p in (pki / "nodes/node2").iterdir()
+    )
+
+
 def test_a_pki_without_a_record_is_not_guessed_at(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (pki / "crdb-certs.toml").unlink()
     before = snapshot(pki)

@@ -25,6 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import load_der_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator import certsdir, crls, names, validate
@@ -856,7 +857,7 @@ class _Audit:
             elif name.startswith("client.") and name.removesuffix(".pk8") in leaf_keys - {name}:
                 # client.<user>.key.pk8: that key for Java (DER PKCS#8), which CockroachDB documents as
                 # its own file (`cockroach cert create-client --also-generate-pkcs8-key`).
-                continue
+                self._pk8(name, name.removesuffix(".pk8"))
             elif keys or unreadable or name.endswith(names.KEY_SUFFIX):
                 self.add(
                     "warning",
@@ -875,6 +876,34 @@ class _Audit:
                     "keep CSRs, configs, openssl's <serial>.pem copies and CA databases out of the certs"
                     " directory",
                 )
+
+    def _pk8(self, name: str, key_name: str) -> None:
+        """A .pk8 is the private key again: private like it (CockroachDB never reads it, so nothing else
+        would say so), and the same key (a copy of an earlier key is not what its client should use)."""
+        path = self.dir.path / name
+        bits = stat.S_IMODE(path.stat().st_mode)
+        if bits & 0o077:
+            self.add(
+                "error",
+                "key-permissions",
+                name,
+                f"a private key open to its group or others (mode {bits:04o}): it is its owner's alone",
+                f"chmod 600 {self.path(name)}",
+            )
+        try:
+            held = load_der_private_key(certsdir.read_limited(path), password=None)
+        except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+            self.add("error", "key-unreadable", name, "not a DER PKCS#8 private key", f"remove {name}")
+            return
+        key = next((c.key for c in self.dir.certs if c.key_name == key_name and c.key is not None), None)
+        if key is not None and public_bytes(held) != public_bytes(key):
+            self.add(
+                "error",
+                "key-mismatch",
+                name,
+                f"holds another key than {key_name}: a copy of an earlier key",
+                f"remove {name}; `crdb-certs issue` makes it again from {key_name} (pkcs8 = true)",
+            )
 
     def _bad_name_ca_keys(self) -> set[bytes]:
         """Public keys of CA certificates in files the loader skips (ca.old.crt): CA keys all the same."""

@@ -257,21 +257,21 @@ def _prune_fix(path: str) -> str:
 def _folder_differences(spec: Spec, held: record.Record | None, asked: Asked) -> list[Difference]:
     if held is None:
         return []
-    was = held.data.get("spec", {})
+    was = held.spec()  # parsed: a key the record leaves out has its default, as when it was written
     found: list[Difference] = []
     for key in ("profile", "layout"):
-        if was.get(key) != getattr(spec, key) and not asked.allows(ALL):
+        if getattr(was, key) != getattr(spec, key) and not asked.allows(ALL):
             found.append(
                 Difference(
                     "",
-                    f"{key} differs: {was.get(key)} in the folder, {getattr(spec, key)} in the spec",
+                    f"{key} differs: {getattr(was, key)} in the folder, {getattr(spec, key)} in the spec",
                     "re-run with --reissue to re-issue every certificate that differs",
                 )
             )
     wanted = Provenance.OWN_CA if spec.ca else Provenance.MADE_HERE
     elsewhere = held.provenance is Provenance.SIGNED_ELSEWHERE
     same_ca = spec.ca is None if elsewhere else held.provenance is wanted
-    recorded_ca = was.get("ca", {}).get("cert") if isinstance(was.get("ca"), dict) else None
+    recorded_ca = str(was.ca.cert) if was.ca is not None else None
     if same_ca and spec.ca is not None and recorded_ca != str(spec.ca.cert) and not asked.allows(ALL):
         # The organization rotated its CA and [ca] names the new one: every leaf is signed again.
         found.append(

@@ -161,13 +161,15 @@ def load_spec(
     profile: str | None = None,
     key_type: str | None = None,
     check_files: bool = True,
+    ui_files: bool = True,
 ) -> spec.Spec:
     """The spec a command works with: --config; else the one the output folder records; else, for a
     folder that holds no PKI yet, the embedded default. A PKI without a record is never guessed at.
-    With `check_files`, the files it names from elsewhere are checked (a command that will use them)."""
+    With `check_files`, the files it names from elsewhere are checked (a command that will use them);
+    without `ui_files`, only [ca]'s (a command that signs but never copies an imported UI certificate)."""
     found = _spec_for(config, out, profile, key_type)
     if check_files:
-        imports.check_files(found)
+        imports.check_files(found, ui=ui_files)
     return found
 
 
@@ -193,11 +195,25 @@ def out_option(help: str, default: str | None = ".", required: bool = False) -> 
     return click.option(
         "--out",
         type=PathParam(path_type=Path, file_okay=False),
+        callback=_not_a_certs_dir,
         default=None if required else default,
         required=required,
         show_default=default is not None and not required,
         help=help,
     )
+
+
+def _not_a_certs_dir(ctx: click.Context, param: click.Parameter, out: Path | None) -> Path | None:
+    """A certs directory of an output folder (its certs/ or nodes/<name>/) is not one itself: given as
+    --out, it would get a PKI of its own, CA key included, among the files handed out."""
+    above = record.folder_above(out) if out is not None else None
+    if above is not None:
+        raise SpecError(
+            "--out",
+            str(out),
+            f"is a certs directory of the output folder {above}: give --out {script.quote(above)}",
+        )
+    return out
 
 
 key_type_option = click.option(
@@ -435,8 +451,8 @@ def plan_command(config: Path | None, out: Path | None, profile: str | None, key
 @out_option("Folder to write the .cnf files into.", required=True)
 @profile_option
 def render(config: Path | None, out: Path, profile: str | None) -> int:
-    """Write only the openssl .cnf files, for review."""
-    configs = plan.build(spec.load(config, profile)).configs()
+    """Write only the openssl .cnf files, for review (of the spec OUT records, if it has one)."""
+    configs = plan.build(load_spec(config, out, profile, check_files=False)).configs()
     for rel, text in configs.items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -469,7 +485,9 @@ def csr(config: Path | None, out: Path, profile: str | None) -> int:
         click.echo(f"  (the CA certificate to trust)  ->  {ca.name}.crt")
     click.echo(f"What each certificate must contain (SANs, usages, CA:FALSE): {out / names.REQUESTS_SHEET}")
     click.echo(
-        "Then: crdb-certs import <that folder>" + (f" --config {config}" if config else "") + f" --out {out}"
+        "Then: crdb-certs import <that folder>"
+        + (f" --config {script.quote(config)}" if config else "")
+        + f" --out {script.quote(out)}"
     )
     if not result.changed:
         click.echo("(every key and request already existed: nothing was changed)")
@@ -578,7 +596,7 @@ def renew(
 
     The files replaced are kept in OUT/backup/<UTC time>/ until you delete them.
     """
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     node_names, users = _csv(nodes), _csv(clients)
     if within is not None and (node_names or users or ui):
         raise UserError(
@@ -619,7 +637,7 @@ def rotate_ca(config: Path | None, out: Path, finish: bool, show_plan: bool, qui
     Every replaced file is kept in OUT/backup/<UTC time>/, the old CA key in
     OUT/my-safe-directory/backup/<UTC time>/. Run again, it completes a rotation that was interrupted.
     """
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, check_files=False)  # it never uses them: [ca] is refused
 
     def planner(where: Path) -> Plan:
         return lifecycle.finish_plan(the_spec, where) if finish else lifecycle.rotate_plan(the_spec, where)
@@ -710,7 +728,7 @@ def revoke(
     Every copy of a revoked certificate, and its key, leaves the certs directories (kept in
     OUT/backup/<UTC time>/); a later `issue` makes that node or user a new key and certificate.
     """
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     node_names, users = _csv(nodes), _csv(clients)
 
     def planner(where: Path) -> Plan:
@@ -751,7 +769,7 @@ def revoke(
 )
 def crl(config: Path | None, out: Path, days: int) -> int:
     """Make the CRL of every CA of the folder (OUT/crl/ca.crl, and ca-client.crl in split-ca)."""
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     todo = revocation.crl_plan(the_spec, out, days)  # refusals before anything is touched
     runner.issue(
         the_spec, out, openssl.find, planner=lambda where: revocation.crl_plan(the_spec, where, days)
@@ -784,7 +802,7 @@ def ocsp_serve(config: Path | None, out: Path, host: str, port: int) -> int:
     """
     from orchestrator import ocsp
 
-    the_spec = load_spec(config, out)
+    the_spec = load_spec(config, out, ui_files=False)
     authorities = cas.signers(the_spec).all
     todo = revocation.responder_plan(the_spec, out)
     if todo.tasks:
@@ -928,7 +946,10 @@ def export_k8s(
 ) -> int:
     """Kubernetes manifests: Secrets (kubernetes.io/tls: ca.crt, tls.crt, tls.key) per node and per user
     for the Helm chart or the operator, or a cert-manager Issuer and Certificates."""
-    the_spec = load_spec(config, source)
+    # Secrets are read from the folder; only cert-manager's Issuer takes the CA key, from [ca] if named.
+    the_spec = load_spec(config, source, check_files=False)
+    if target == "cert-manager":
+        imports.check_files(the_spec, ui=False)
     from orchestrator import k8s
 
     done = k8s.export(the_spec, source, target, name_prefix, namespace, include_ca_key)
@@ -1061,7 +1082,7 @@ certs_dir_argument = click.argument("certs_dir", type=PathParam(path_type=Path, 
 )
 @click.option(
     "--crl",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     default=None,
     help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
 )
@@ -1084,13 +1105,13 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None, 
 @config_option
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=PathParam(path_type=Path, file_okay=False),
     default=None,
     help="Judge against this output folder: certs/ca.crt, and what nodes/<name>/ holds for each node.",
 )
 @click.option(
     "--certs-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=PathParam(path_type=Path, file_okay=False),
     default=None,
     help="Judge against this certs directory instead: its ca.crt and node.crt.",
 )
@@ -1186,7 +1207,7 @@ def probe_command(
 )
 @click.option(
     "--crl",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=PathParam(path_type=Path, dir_okay=False),
     default=None,
     help="A CRL to check the certificates against [default: the output folder's crl/*.crl].",
 )

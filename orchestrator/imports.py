@@ -31,18 +31,28 @@ from orchestrator.spec import UI, Spec
 from orchestrator.steps import Plan
 
 
-def check_files(spec: Spec) -> None:
+def check_files(spec: Spec, ui: bool = True) -> None:
     """The files the spec names from elsewhere (your own CA, an imported UI certificate), checked before a
-    command uses them; loading a spec reads none of them, so `plan` and `render` work without them."""
+    command uses them; loading a spec reads none of them, so `plan` and `render` work without them.
+    `ui`: the command may copy the imported UI files (renew and rotate-ca use only the CA)."""
     if spec.ca is not None:
+        _exists("ca.cert", spec.ca.cert)
+        _exists("ca.key", spec.ca.key)
         check_private(spec.ca.key, "ca.key")
         check_ca(spec.ca.cert, spec.ca.key)
-    if spec.ui is not None and spec.ui.issuer == "import":
+    if ui and spec.ui is not None and spec.ui.issuer == "import":
         check_ui(spec.ui)
+
+
+def _exists(field: str, path: Path) -> None:
+    if not path.is_file():  # moved, unplugged, or not a regular file (a FIFO would block its read)
+        raise SpecError(field, str(path), "is not an existing file")
 
 
 def check_ui(ui: UI) -> None:
     assert ui.cert is not None and ui.key is not None
+    _exists("ui.cert", ui.cert)
+    _exists("ui.key", ui.key)
     cert = _cert("ui.cert", ui.cert)
     _key_matches("ui.key", ui.key, cert)
     _valid_now("ui.cert", ui.cert, cert)

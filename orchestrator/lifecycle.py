@@ -280,26 +280,26 @@ def rollout(
     if stage == Stage.ROTATE:
         lines.append("Next, 1 of 3, the new CA beside the old one (nodes keep their certificates for now):")
         for name in nodes:
-            files = " ".join(str(out / names.node_dir(name) / ca) for ca in ca_names)
+            files = script.join(str(out / names.node_dir(name) / ca) for ca in ca_names)
             lines.append(
                 f"  copy {files} to {name}'s certs directory, then there: pkill -SIGHUP -x cockroach"
             )
         if spec.clients:
-            lines.append(f"  give each client {certs / names.CA_CERT}")
+            lines.append(f"  give each client {script.quote(certs / names.CA_CERT)}")
         lines.append("2 of 3, once every node trusts both CAs: the certificates of the new CA")
     elif stage == Stage.FINISH:
         lines.append("Next, 3 of 3: the old CA removed (its certificates are refused from then on):")
     else:
         lines.append("Next:")
     for name in nodes:
-        lines.append(
-            f"  copy {out / names.node_dir(name)}/ to {name}'s certs directory, then there: {reload}"
-        )
+        folder = script.quote(f"{out / names.node_dir(name)}/")
+        lines.append(f"  copy {folder} to {name}'s certs directory, then there: {reload}")
     if stage == Stage.FINISH and spec.clients:
-        lines.append(f"  give each client the new {certs / names.CA_CERT}")
+        lines.append(f"  give each client the new {script.quote(certs / names.CA_CERT)}")
     for user in users:
         lines.append(
-            f"  give {user}'s clients {certs / names.client_cert(user)} and {names.client_key(user)}"
+            f"  give {user}'s clients {script.quote(certs / names.client_cert(user))}"
+            f" and {script.quote(certs / names.client_key(user))}"
         )
     confirm = probe_command(spec, out, nodes)
     if confirm:

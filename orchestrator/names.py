@@ -59,6 +59,11 @@ def key_for(cert: str) -> str:
     return cert.removesuffix(".crt") + ".key"
 
 
+def pk8_for(key: str) -> str:
+    """client.<user>.key.pk8: the key again as DER PKCS#8, for Java clients (pkcs8 = true)."""
+    return key + ".pk8"
+
+
 def ca_key(ca: str) -> str:
     """`ca` -> my-safe-directory/ca.key, `ca-client` -> my-safe-directory/ca-client.key."""
     return f"{SAFE_DIR}/{ca}.key"

@@ -20,6 +20,7 @@ from orchestrator.record import Provenance
 from orchestrator.spec import Layout, Spec
 from orchestrator.steps import (
     Append,
+    Chmod,
     Copy,
     Kind,
     MakeDirs,
@@ -108,7 +109,8 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     contents = bundles.contents(spec, cas)
     tasks.append(bundles.assemble_task(contents, bundles.ui_home(spec)))
     tasks.append(record_task(spec, state.provenance if elsewhere else None))
-    return Plan(spec, tuple(_keep_needed(tasks, state)), contents)
+    kept = tuple(_keep_needed(tasks, state))
+    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state))
 
 
 def record_task(spec: Spec, provenance: Provenance | None) -> Task:
@@ -202,7 +204,28 @@ def _keep_needed(tasks: list[Task], state: State) -> Iterator[Task]:
             yield task
         else:
             configs = tuple(s for s in task.steps if is_config(s) and writes(s)[0] not in state.current)
-            yield Task(task.id, task.title, configs)
+            # Its key in another form (client.<user>.key.pk8) missing or of another key: made again from it.
+            forms = {w for s in task.steps if isinstance(s, Run) and s.kind is Kind.CONVERT for w in s.writes}
+            unmade = forms - state.present
+            again = tuple(
+                s
+                for s in task.steps
+                if unmade & set(writes(s)) or (isinstance(s, Chmod) and s.path in unmade)
+            )
+            yield Task(task.id, task.title, configs + again)
+
+
+def _stale_pk8(tasks: tuple[Task, ...], state: State) -> tuple[str, ...]:
+    """A new key leaves no copy of the old one: the .pk8 beside it, when the spec no longer asks for one
+    (pkcs8 = true makes it again with the key), is moved out of the folder (kept in backup/)."""
+    stale = []
+    for task in tasks:
+        made = {path for step in task.steps for path in writes(step)}
+        if task.expect is not None and task.expect.key in made:
+            pk8 = names.pk8_for(task.expect.key)
+            if pk8 not in made and pk8 in state.present:
+                stale.append(pk8)
+    return tuple(stale)
 
 
 def _new_signer(task: Task) -> bool:

@@ -8,6 +8,7 @@ plan step (plan.build writes it), so it is staged and committed with the run tha
 
 from __future__ import annotations
 
+import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -16,8 +17,17 @@ from typing import Any
 import tomli_w
 
 from orchestrator import names
-from orchestrator.errors import UserError
-from orchestrator.spec import DEFAULT_CERTS_DIR, DEFAULT_ORGANIZATION, DEFAULT_RELOAD, Node, Spec, parse
+from orchestrator.errors import SpecError, UserError
+from orchestrator.files import read_regular
+from orchestrator.spec import (
+    DEFAULT_CERTS_DIR,
+    DEFAULT_ORGANIZATION,
+    DEFAULT_RELOAD,
+    MAX_SPEC,
+    Node,
+    Spec,
+    parse,
+)
 
 
 class Provenance(StrEnum):
@@ -100,6 +110,14 @@ class Record:
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self.data = data
+        made_by = data.get("format")
+        if not isinstance(made_by, int) or isinstance(made_by, bool) or made_by < 1:
+            raise UserError(f"{path}: format = {made_by!r} is not one crdb-certs writes")
+        if made_by > FORMAT:  # read as ours, it would be rewritten as ours by the next run
+            raise UserError(
+                f"{path}: format {made_by} was made by a newer crdb-certs (this one reads format {FORMAT}):"
+                " run that one, or pass --config with the folder's spec and a new --out"
+            )
         try:
             self.provenance = Provenance(str(data.get("ca")))
         except ValueError:
@@ -108,24 +126,35 @@ class Record:
             raise UserError(f"{path}: has no [spec] table; pass --config with the folder's spec")
 
     def spec(self, profile: str | None = None, key_type: str | None = None) -> Spec:
+        """The recorded spec, parsed (defaults filled in: compare this, not `data`), with the command
+        line's overrides. A value it refuses is named as the record's: the user edits the record."""
         data = dict(self.data["spec"])
         for key, value in (("profile", profile), ("key_type", key_type)):
             if value is not None:
                 data[key] = value
         if key_type == "ec":
             data.pop("key_bits", None)
-        return parse(data, base=self.path.parent)
+        try:
+            return parse(data, base=self.path.parent)
+        except SpecError as e:
+            raise SpecError(f"{self.path}: spec.{e.field}", e.value, e.reason) from None
 
 
 def read(out: Path) -> Record | None:
     """The record of `out`, or None when it has none."""
     path = out / names.RECORD
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_regular(path, MAX_SPEC + 1)  # never a FIFO (it would block) or a device
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot be read ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_SPEC:
+        raise UserError(f"{path}: larger than {MAX_SPEC // 1024} KB: not a record crdb-certs writes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; pass --config with the folder's spec") from None
     try:
         return Record(path, tomllib.loads(text))
     except tomllib.TOMLDecodeError as e:
@@ -141,4 +170,14 @@ def holds_a_pki(out: Path) -> bool:
         names.ca_key("ca"),
         names.NODES_DIR,
     )
-    return any((out / m).exists() for m in markers)
+    # A certs directory itself (`cockroach cert`'s, a node's): certificates or keys at its top.
+    return any((out / m).exists() for m in markers) or any(out.glob("*.crt")) or any(out.glob("*.key"))
+
+
+def folder_above(out: Path) -> Path | None:
+    """The output folder of which `out` is a certs directory (its certs/ or nodes/<name>/), or None."""
+    here = Path(os.path.abspath(out))
+    above = here.parent.parent if here.parent.name == names.NODES_DIR else here.parent
+    if here.name != names.CERTS_DIR and above == here.parent:
+        return None
+    return above if (above / names.RECORD).is_file() else None

@@ -1,8 +1,8 @@
 """Rendering of the openssl configs from templates/: the only place cnf text is produced.
 
 Every `{{ value }}` passes through `cnf_value` (Jinja's `finalize`), so no template can forget to escape:
-OpenSSL's config parser treats `#` as a comment, `$` as variable expansion, `\\` and quotes as escapes
-and a newline as a new statement (openssl-traps.md §4.1).
+OpenSSL's config parser treats `#` as a comment, `$` as variable expansion, `\\` and quotes (", ' and a
+backtick) as escapes and a newline as a new statement (openssl-traps.md §4.1).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jinja2
 
 from orchestrator.resources import resource
 
-_ESCAPED = str.maketrans({c: "\\" + c for c in "\\#$\"'"})
+_ESCAPED = str.maketrans({c: "\\" + c for c in "\\#$\"'`"})
 
 
 def cnf_value(value: Any) -> str:

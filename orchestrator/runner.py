@@ -130,7 +130,8 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     full = plan.build(spec)
     found = state.inspect(out, full)
     changes.guard(spec, out, full, found, asked)
-    return replace(plan.build(spec, found), drop=changes.drop(spec, out, full, asked))
+    todo = plan.build(spec, found)
+    return replace(todo, drop=(*todo.drop, *changes.drop(spec, out, full, asked)))
 
 
 def refuse(todo: Plan, out: Path) -> None:

@@ -356,10 +356,7 @@ def _external_ca(raw: object, base: Path) -> ExternalCA:
 def _file(field: str, raw: object, base: Path) -> Path:
     if not isinstance(raw, str) or not raw:
         raise SpecError(field, raw, "must be the path of a file")
-    path = (base / raw).resolve()
-    if not path.is_file():
-        raise SpecError(field, raw, "is not an existing file")
-    return path
+    return (base / raw).resolve()  # whether it exists is checked where it is used (imports.check_files)
 
 
 def _hosts(field: str, raw: object) -> tuple[str, ...]:

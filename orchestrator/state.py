@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_der_private_key
+
 from orchestrator import names, record
-from orchestrator.certcheck import load_cert, problems
+from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.files import read_regular
 from orchestrator.plan import State
 from orchestrator.steps import Copy, Plan, Write, is_config, reads, writes
@@ -18,8 +21,20 @@ def inspect(out: Path, full: Plan) -> State:
     now = datetime.now(UTC)
     found = {p for p in paths(full) if (out / p).is_file()}
     for step in full.steps:
-        if isinstance(step, Copy) and step.dst in found and _read(out / step.dst) != _read(out / step.src):
+        if not isinstance(step, Copy) or step.dst not in found:
+            continue
+        source = _read(out / step.src)
+        # An imported file (an absolute path) moved away since: the copy in the folder stands.
+        gone = source is None and Path(step.src).is_absolute()
+        if not gone and _read(out / step.dst) != source:
             found.discard(step.dst)
+    for task in full.leaves():  # a .pk8 counts only while it is the key it is another form of
+        assert task.expect is not None
+        pk8 = names.pk8_for(task.expect.key)
+        if _same_key(out / pk8, out / task.expect.key):
+            found.add(pk8)
+        else:
+            found.discard(pk8)
     present = frozenset(found)
     found_record = record.read(out)
     provenance = found_record.provenance if found_record else None
@@ -42,6 +57,17 @@ def inspect(out: Path, full: Plan) -> State:
 def paths(plan: Plan) -> set[str]:
     """Every file a plan reads or writes (only those are looked at: --out may be a busy folder)."""
     return {p for step in plan.steps for p in (*reads(step), *writes(step))}
+
+
+def _same_key(pk8: Path, key: Path) -> bool:
+    """Whether `pk8` (DER PKCS#8) holds the key in `key` (PEM)."""
+    data = _read(pk8)
+    if data is None:
+        return False
+    try:
+        return public_bytes(load_der_private_key(data, password=None)) == public_bytes(load_key(key))
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
 
 
 def _read(path: Path) -> bytes | None:

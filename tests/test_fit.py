@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import shutil
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,30 @@ def test_subject_organization_is_the_o_of_every_certificate(
     other = write_spec(tmp_path, SPEC.format(extra='[subject]\norganization = "Other"\n'), "other.toml")
     assert crdb("issue", "--config", other, "--out", out) == 1
     assert "subject differs" in capsys.readouterr().err
+
+
+def test_every_punctuation_mark_in_the_organization_reaches_the_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 15: openssl's config parser takes a backtick as a quote: "Acme `R&D`" passed validation,
+    then issue failed (exit 3, "a certificate other than the one asked for") and `plan | bash` made
+    O = Acme R&D. Every printable ASCII mark comes out exactly, from issue and from the printed plan."""
+    organization = "Acme `R&D` " + string.punctuation
+    toml = organization.replace("\\", "\\\\").replace('"', '\\"')
+    spec = write_spec(tmp_path, SPEC.format(extra=f'[subject]\norganization = "{toml}"\n'))
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    found = organizations(out)
+    assert found and all(o == [organization] for o in found.values()), found
+    capsys.readouterr()
+    assert crdb("plan", "--config", spec) == 0
+    script = tmp_path / "by-hand"
+    script.mkdir()
+    subprocess.run(
+        ["bash"], input=capsys.readouterr().out, text=True, cwd=script, check=True, capture_output=True
+    )
+    found = organizations(script)
+    assert found and all(o == [organization] for o in found.values()), found
 
 
 def test_without_subject_every_certificate_says_cockroach(tmp_path: Path) -> None:

@@ -360,3 +360,19 @@ def test_with_an_ocsp_url_the_sheet_asks_for_it_and_import_refuses_a_leaf_withou
     err = capsys.readouterr().err
     assert err.count("lacks authorityInfoAccess OCSP;URI:http://ocsp.example.com:8888") == 5, err
     assert not (out / "nodes" / "n1" / "node.crt").exists()
+
+
+def test_csr_prints_the_import_line_with_every_path_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 14: `Then: crdb-certs import …` named --config and --out unquoted: a folder named
+    `x y;$(touch OWN)`, pasted, ran `touch OWN`. Split as the shell would, each path comes back whole."""
+    import shlex
+
+    config = write_spec(tmp_path, 'key_type = "ec"\n[[clients]]\nuser = "root"\n', name="c f;g.toml")
+    out = tmp_path / "x y;$(touch OWN)"
+    capsys.readouterr()
+    assert crdb("csr", "--config", config, "--out", out) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Then: "))
+    argv = shlex.split(line.removeprefix("Then: ").replace("<that folder>", "returned"))
+    assert argv == ["crdb-certs", "import", "returned", "--config", str(config), "--out", str(out)]

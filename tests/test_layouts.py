@@ -452,3 +452,70 @@ def test_pkcs8_key_for_java_clients(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert crdb("audit", certs, "--format", "json") == 0
     assert [f for f in json.loads(capsys.readouterr().out)["findings"] if f["file"] == pk8.name] == []
+
+
+def _holds(pk8: Path, key: Path) -> bool:
+    """Whether the DER PKCS#8 file holds the same private key as the PEM one."""
+    der = serialization.load_der_private_key(pk8.read_bytes(), password=None)
+    pem = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    return der.private_numbers() == pem.private_numbers()  # type: ignore[union-attr]
+
+
+def test_a_pk8_follows_its_key(tmp_path: Path) -> None:
+    """Review 8: the .pk8 was made once and then forgotten: moving pkcs8 = true to root made no
+    client.root.key.pk8, `renew --clients maxroach` left the old key's .pk8 beside the new key (not in
+    backup/), and a deleted one was never made again. Now it is made, and made again, from its key."""
+    users = '[[clients]]\nuser = "root"\n{root}[[clients]]\nuser = "maxroach"\n{maxroach}'
+    before = write_spec(tmp_path, 'key_type = "ec"\n' + users.format(root="", maxroach="pkcs8 = true\n"))
+    after = write_spec(
+        tmp_path, 'key_type = "ec"\n' + users.format(root="pkcs8 = true\n", maxroach=""), "b.toml"
+    )
+    out = tmp_path / "out"
+    certs = out / "certs"
+    assert crdb("issue", "--config", before, "--out", out, "--quiet") == 0
+    root_crt = (certs / "client.root.crt").read_bytes()
+    assert crdb("issue", "--config", after, "--out", out, "--quiet") == 0
+    assert _holds(certs / "client.root.key.pk8", certs / "client.root.key")
+    assert (certs / "client.root.crt").read_bytes() == root_crt, "made from the key there: nothing re-issued"
+    assert _holds(certs / "client.maxroach.key.pk8", certs / "client.maxroach.key"), "left as it was"
+
+    assert crdb("renew", "--clients", "maxroach", "--out", out, "--quiet") == 0
+    assert not (certs / "client.maxroach.key.pk8").exists(), "a copy of the old key beside the new one"
+    [kept] = (out / "backup").glob("*/certs")
+    assert _holds(kept / "client.maxroach.key.pk8", kept / "client.maxroach.key")
+
+    (certs / "client.root.key.pk8").unlink()
+    assert crdb("issue", "--out", out, "--quiet") == 0
+    assert _holds(certs / "client.root.key.pk8", certs / "client.root.key")
+    assert (certs / "client.root.crt").read_bytes() == root_crt
+
+    assert crdb("renew", "--clients", "root", "--out", out, "--quiet") == 0
+    assert _holds(certs / "client.root.key.pk8", certs / "client.root.key")
+    assert pkicheck.mode(certs / "client.root.key.pk8") == 0o400
+    assert any(
+        _holds(b / "client.root.key.pk8", b / "client.root.key")
+        for b in (out / "backup").glob("*/certs")
+        if (b / "client.root.key.pk8").exists()
+    )
+
+
+def test_a_pk8_others_can_read_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 7: a 0644 client.<user>.key.pk8 passed audit, `issue --check` and `issue`, while a 0644 .key
+    fails all three: it is the same private key."""
+    spec = write_spec(tmp_path, 'key_type = "ec"\n[[clients]]\nuser = "maxroach"\npkcs8 = true\n')
+    out = tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    pk8 = out / "certs/client.maxroach.key.pk8"
+    pk8.chmod(0o644)
+    capsys.readouterr()
+    assert crdb("audit", out / "certs", "--format", "json") == 1
+    found = [
+        (f["code"], f["severity"])
+        for f in json.loads(capsys.readouterr().out)["findings"]
+        if f["file"] == pk8.name
+    ]
+    assert found == [("key-permissions", "error")], found
+    assert crdb("issue", "--check", "--out", out) == 1
+    assert pk8.name in capsys.readouterr().err
+    assert crdb("issue", "--out", out) == 1
+    assert pk8.name in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shlex
 import shutil
 import ssl
 import stat
@@ -600,3 +601,38 @@ def test_export_k8s_errors_write_no_file(
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
     assert not manifest.exists()
+
+
+def test_every_path_the_rollout_prints_is_pasted_back_exactly(tmp_path: Path) -> None:
+    """Review 14: the rollout's lines named paths unquoted: a folder with a space, `;` or `$(...)` in its
+    name, pasted, ran something else. Each path (and each command line) is one shell word again."""
+    from orchestrator import lifecycle
+    from orchestrator.spec import parse
+
+    nodes = [{"name": "n1", "hosts": ["n1.example.com"]}]
+    the_spec = parse({"key_type": "ec", "nodes": nodes, "clients": [{"user": "root"}]})
+    out = tmp_path / "r y;$(touch OWN)"
+    config = tmp_path / "c f;g.toml"
+    certs = out / "certs"
+    for stage in lifecycle.Stage:
+        lines = lifecycle.rollout(the_spec, out, config, stage, ["n1"], ["root"]).splitlines()
+        for line in lines:
+            words = line.strip()
+            if words.startswith("copy "):
+                pasted = shlex.split(words.removeprefix("copy ").split(" to n1's ")[0])
+                expected = [str(out / "nodes" / "n1") + "/"]
+                if stage == lifecycle.Stage.ROTATE and len(pasted) == 1 and not pasted[0].endswith("/"):
+                    expected = [str(out / "nodes" / "n1" / "ca.crt")]
+                assert pasted == expected, line
+            elif words.startswith("give each client"):
+                assert shlex.split(words.split("client ", 1)[1].removeprefix("the new "))[-1] == str(
+                    certs / "ca.crt"
+                ), line
+            elif words.startswith("give root's clients "):
+                pasted = shlex.split(words.removeprefix("give root's clients "))
+                assert pasted == [str(certs / "client.root.crt"), "and", str(certs / "client.root.key")], line
+            if "crdb-certs " in words:
+                argv = shlex.split(words[words.index("crdb-certs ") :])
+                assert argv[argv.index("--out") + 1] == str(out), line
+                if "--config" in argv:
+                    assert argv[argv.index("--config") + 1] == str(config), line

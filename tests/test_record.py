@@ -12,17 +12,19 @@ import stat
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 import yaml
 
 from orchestrator import record, spec
 from orchestrator.profiles import ProfileName
 from orchestrator.spec import Layout
 from tests import pkicheck
-from tests.conftest import REPO, crdb, write_spec
+from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.orgca import OrgCA
 from tests.test_handoff import make_org_ca, sign_all
 
@@ -135,10 +137,133 @@ def test_every_command_without_config_uses_the_record(
     assert snapshot(pki) == before
 
 
+def test_render_into_a_folder_writes_the_configs_of_its_record(pki: Path) -> None:
+    """Review 13: `render --out pki` rewrote pki/requests/*.cnf from the embedded default (node1 on
+    localhost only) over the configs of the folder's own spec."""
+    configs = {p: p.read_bytes() for p in (pki / "requests").glob("*.cnf")}
+    assert pki / "requests/node.node4.cnf" in configs
+    assert crdb("render", "--out", pki) == 0
+    assert {p: p.read_bytes() for p in (pki / "requests").glob("*.cnf")} == configs
+
+
+def _edit_record(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = folder / "crdb-certs.toml"
+    data = tomllib.loads(path.read_text())
+    change(data)
+    path.write_text(tomli_w.dumps(data))
+
+
+def test_a_record_of_a_newer_format_is_refused(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 12: `format = 7` was read as 1 and rewritten as 1 by the next run."""
+    _edit_record(pki, lambda data: data.update(format=7))
+    before = snapshot(pki)
+    for command in (("issue", "--out", pki), ("plan", "--out", pki), ("renew", "--out", pki)):
+        capsys.readouterr()
+        assert crdb(*command) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {pki / 'crdb-certs.toml'}: ") and err.count("\n") == 1, err
+        assert "made by a newer crdb-certs" in err, err
+    assert snapshot(pki) == before
+
+
+def test_a_record_that_is_a_fifo_is_refused_not_waited_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 12: a FIFO named crdb-certs.toml hung `issue --out`; the record is read as specs are."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "crdb-certs.toml")
+    with no_hang(10):
+        assert crdb("issue", "--out", out, "--key-type", "ec") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'crdb-certs.toml'}: ") and err.count("\n") == 1, err
+    assert sorted(p.name for p in out.iterdir()) == ["crdb-certs.toml"]
+
+
+def test_an_error_in_the_records_spec_names_the_record(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 12: `error: nodes[1].hosts[0]: ...` did not say that the value is in the folder's record."""
+    _edit_record(pki, lambda data: data["spec"]["nodes"][1]["hosts"].__setitem__(0, "bad host"))
+    assert crdb("plan", "--out", pki) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {pki / "crdb-certs.toml"}: spec.nodes[1].hosts[0]: "bad host" '), err
+    assert err.count("\n") == 1, err
+
+
+SMALL = 'key_type = "ec"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n[[clients]]\nuser = "root"\n'
+
+
+@pytest.mark.parametrize("moved", ["ui", "ca"])
+def test_files_from_elsewhere_are_checked_only_by_the_commands_that_use_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], moved: str
+) -> None:
+    """Review 11: the record pinned [ui] issuer = "import" files and [ca]'s forever: once they were moved
+    (or the CA's disk unplugged), every --out command failed `ui.cert: ... is not an existing file`.
+    Loading a spec reads no other file: only the commands that copy or sign with them need them."""
+    org = OrgCA(tmp_path / "elsewhere")
+    ui_cert, ui_key = org.issue(tmp_path / "elsewhere", "ui", ["localhost"])
+    if moved == "ui":
+        extra = f'[ui]\nhosts = ["localhost"]\nissuer = "import"\ncert = "{ui_cert}"\nkey = "{ui_key}"\n'
+    else:
+        extra = f'[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n'
+    out = tmp_path / "pki"
+    assert crdb("issue", "--config", write_spec(tmp_path, SMALL + extra), "--out", out, "--quiet") == 0
+    (tmp_path / "elsewhere").rename(tmp_path / "moved")
+    missing = f"{moved}.cert: " + f'"{ui_cert if moved == "ui" else org.cert_path}" is not an existing file'
+    works: list[tuple[str | Path, ...]] = [
+        ("plan", "--out", out),
+        ("export", "k8s", "--from", out, "--out", tmp_path / "k8s.yaml"),
+        ("rotate-ca", "--plan", "--out", out),
+    ]
+    if moved == "ui":  # a renewal signs with the CA made here, and never copies ui.crt
+        works += [("renew", "--nodes", "n1", "--out", out)]
+    for command in works:
+        capsys.readouterr()
+        status = crdb(*command)
+        assert missing not in capsys.readouterr().err, command
+        assert status == 0 or command[0] == "rotate-ca", command  # rotate-ca refuses [ca]: its own error
+    capsys.readouterr()
+    assert crdb("probe", "127.0.0.1:1", "--timeout", "1", "--out", out) == 2  # nothing listens there
+    assert missing not in capsys.readouterr().err
+    needs = [("issue", "--out", out), ("issue", "--check", "--out", out)]
+    needs += [("renew", "--nodes", "n1", "--out", out)] if moved == "ca" else []
+    for command in needs:
+        capsys.readouterr()
+        assert crdb(*command) == 2, command
+        err = capsys.readouterr().err
+        assert err == f"error: {missing}\n", err
+
+
 def _planned(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
     capsys.readouterr()
     assert crdb("plan", "--out", out) == 0
     return capsys.readouterr().out.splitlines()
+
+
+def test_a_certs_directory_never_gets_a_pki_of_its_own(
+    pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 5: `issue --out pki/certs` (or any `cockroach cert` folder: ca.crt, node.crt, node.key)
+    made the default spec's PKI there, my-safe-directory/ca.key among the files handed to clients."""
+    before = snapshot(pki)
+    for inner in (pki / "certs", pki / "nodes/node2"):
+        for command in (("issue", "--out", inner), ("csr", "--out", inner), ("plan", "--out", inner)):
+            capsys.readouterr()
+            assert crdb(*command) == 2, command
+            err = capsys.readouterr().err
+            said = (
+                f'error: --out: "{inner}" is a certs directory of the output folder {pki}: give --out {pki}'
+            )
+            assert err == said + "\n", err
+    assert snapshot(pki) == before
+    cockroach_cert = tmp_path / "cockroach-certs"  # `cockroach cert create-node`'s folder, copied
+    shutil.copytree(pki / "nodes/node2", cockroach_cert)
+    capsys.readouterr()
+    assert crdb("issue", "--out", cockroach_cert, "--key-type", "ec") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --config: ") and "holds certificates but no record" in err, err
+    assert sorted(p.name for p in cockroach_cert.iterdir()) == sorted(
+        p.name for p in (pki / "nodes/node2").iterdir()
+    )
 
 
 def test_a_pki_without_a_record_is_not_guessed_at(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
+from tests import peers
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -46,6 +47,13 @@ def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_templates() -> Iterator[None]:
+    """The data directory tests/peers.py copies each PostgreSQL cluster from: removed after the session."""
+    yield
+    peers.remove_templates()
 
 
 @pytest.fixture(scope="session")

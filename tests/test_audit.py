@@ -7,8 +7,11 @@ the schema kept in the package (orchestrator/audit.schema.json)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +24,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from orchestrator import audit
+from orchestrator import audit, auditing
 from tests import handmade
 from tests.conftest import FIXTURES, crdb, no_hang, write_spec
 from tests.handmade import CLIENT_EXT, NODE_EXT
@@ -765,6 +768,27 @@ def test_the_schema_documents_every_code_and_is_shipped_in_the_package() -> None
     bad |= {"findings": [{"severity": "fatal", "code": "chain", "file": None, "message": "m", "fix": "f"}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)
+
+
+def test_the_schema_names_each_code_as_its_group_of_rules_declares_it() -> None:
+    """Each module of orchestrator/auditing/ declares the codes its rules emit, beside them; audit.CODES
+    is their union (no code in two groups), and the schema's enum and description say exactly that."""
+    found = (
+        importlib.import_module(f"{auditing.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(auditing.__path__)
+    )
+    groups = {module: module.CODES for module in found if hasattr(module, "CODES")}
+    assert len(groups) >= 6
+    assert sum(len(codes) for codes in groups.values()) == len(audit.CODES)
+    assert {c: d for codes in groups.values() for c, d in codes.items()} == audit.CODES
+    for module, codes in groups.items():
+        source = inspect.getsource(module)
+        for code in codes:
+            assert source.count(f'"{code}"') >= 2, f"{module.__name__} declares {code} but never emits it"
+    code = SCHEMA["$defs"]["finding"]["properties"]["code"]
+    assert code["enum"] == list(audit.CODES)
+    described = "; ".join(f"{c}: {d}" for c, d in audit.CODES.items())
+    assert code["description"] == f"Stable identifier of the check. {described}"
 
 
 # ---------------------------------------------------------------------------------- issue audits

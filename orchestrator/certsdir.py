@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from orchestrator import names
-from orchestrator.certcheck import load_key
+from orchestrator.certcheck import load_key, parse_der
 from orchestrator.errors import UserError
 from orchestrator.files import read_regular
 
@@ -263,7 +263,7 @@ def _load_cert(path: Path, cert: CertFile) -> None:
             cert.error, cert.error_kind = f"block #{i} is of type {block.kind}, not CERTIFICATE", "cert"
             return
         try:
-            parsed.append(x509.load_der_x509_certificate(block.der))
+            parsed.append(parse_der(block.der))
         except ValueError as e:
             cert.error, cert.error_kind = f"x509: cannot parse certificate #{i}: {e}", "cert"
             return

@@ -315,10 +315,16 @@ def issue(
                 total = sum(isinstance(step, Verify) for step in todo.steps)
                 return todo
 
+            drawn = 0.0
+
             def advance(cert: str) -> None:
-                nonlocal done
+                nonlocal done, drawn
                 done += 1
-                left = (time.monotonic() - started) / done * (total - done)
+                now = time.monotonic()
+                if now - drawn < 0.1 and done < total:
+                    return  # at most ten redraws a second, however many certificates: no redraw storm
+                drawn = now
+                left = (now - started) / done * (total - done)
                 eta = f", about {_eta(left)} left" if done < total else ""
                 bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}", refresh=True)
 

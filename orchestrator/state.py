@@ -17,9 +17,13 @@ def inspect(out: Path, full: Plan) -> State:
     A copy that differs from its source (a node's ca.crt edited by hand, say) counts as missing."""
     now = datetime.now(UTC)
     found = {p for p in paths(full) if (out / p).is_file()}
+    sources: dict[str, bytes | None] = {}  # certs/ca.crt, copied into every node's folder: read once
     for step in full.steps:
-        if isinstance(step, Copy) and step.dst in found and _read(out / step.dst) != _read(out / step.src):
-            found.discard(step.dst)
+        if isinstance(step, Copy) and step.dst in found:
+            if step.src not in sources:
+                sources[step.src] = _read(out / step.src)
+            if _read(out / step.dst) != sources[step.src]:
+                found.discard(step.dst)
     present = frozenset(found)
     found_record = record.read(out)
     provenance = found_record.provenance if found_record else None

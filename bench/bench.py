@@ -62,7 +62,7 @@ EXTRA = ("no-op re-run", "+1 node")
 EC_KINDS = ("floor ec", "sh floor ec", "crdb-certs ec")
 # --huge (issue 16): thousands of nodes, EC only, one round; the runs on crdb-certs' output after it.
 HUGE = (2000, 10000)
-HUGE_KINDS = ("floor ec", "crdb-certs ec")
+HUGE_KINDS = ("floor ec", "sh floor ec", "crdb-certs ec")
 HUGE_EXTRA = ("no-op re-run ec", "+1 node ec", "audit+check ec")
 HUGE_PROFILE = "secure"
 
@@ -175,7 +175,7 @@ def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Res
         samples.append(Sample("+1 node", n, rnd, *_timed([*crdb, "--config", str(bigger)], scratch)))
         verify(out, n + 1)
     elif kind == "sh floor ec":
-        python = Path(shlex.split(args.crdb_certs)[0]).with_name("python")
+        python = sys.executable  # the venv bench.py runs in (make bench: .venv), which has orchestrator
         argv = [str(python), str(REPO / "bench" / "sh_floor.py"), "--n", str(n), "--jobs", str(args.jobs)]
         samples.append(Sample(kind, n, rnd, *_timed([*argv, "--key-type", "ec"], out)))
         verify(out, n)

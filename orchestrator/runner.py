@@ -666,7 +666,8 @@ def _write_transcript(todo: Plan, out: Path) -> Path:
     tasks = [t for t in todo.tasks if t.steps and not all(is_config(s) for s in t.steps)]
     title = f"crdb-certs issue, {stamp}: the commands this run ran"
     new_pki = any(p.startswith(names.SAFE_DIR + "/") for t in tasks for s in t.steps for p in writes(s))
-    path.write_text(script.script(todo, tasks, title=title, empty=new_pki, transcript=True))
+    with path.open("w") as handle:  # line by line: 10,000 nodes' transcript is ~20 MB
+        handle.writelines(script.script_lines(todo, tasks, title=title, empty=new_pki, transcript=True))
     return path
 
 

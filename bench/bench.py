@@ -21,6 +21,14 @@ assertion.
     make bench                       # N = 10 and 50, 3 rounds
     make bench BENCH_ARGS=--big      # also N = 200 (minutes)
     make bench BENCH_ARGS="--n 200 --rounds 1"
+    make bench BENCH_ARGS=--huge     # also N = 2,000 and 10,000, EC only, one round (most of an hour)
+    make bench BENCH_ARGS="--huge-n 2000 --n 10 --rounds 1"
+
+--huge (issue 16): "floor ec" and "crdb-certs ec" (profile `secure`, what a fleet uses) at N = 2,000 and
+10,000, one round each; on crdb-certs' output then a no-op re-run, "+1 node", and `audit` of its certs/
+plus `check` of the whole folder. Each of those crdb-certs runs writes what its phases cost (the file
+CRDB_CERTS_PHASES names, orchestrator/phases.py) and its peak RSS is read from wait4(2): the per-phase
+table, and results-huge.png.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import statistics
@@ -53,6 +60,11 @@ EXTRA = ("no-op re-run", "+1 node")
 # The same cluster with EC P-256 keys (issue 6: >= 10x faster than RSA); "sh floor ec" runs the floor's
 # openssl commands through `sh` from Python (bench/sh_floor.py): the least crdb-certs' way of running costs.
 EC_KINDS = ("floor ec", "sh floor ec", "crdb-certs ec")
+# --huge (issue 16): thousands of nodes, EC only, one round; the runs on crdb-certs' output after it.
+HUGE = (2000, 10000)
+HUGE_KINDS = ("floor ec", "sh floor ec", "crdb-certs ec")
+HUGE_EXTRA = ("no-op re-run ec", "+1 node ec", "audit+check ec")
+HUGE_PROFILE = "secure"
 
 
 @dataclass
@@ -62,6 +74,7 @@ class Sample:
     round: int
     seconds: float  # wall clock
     cpu: float  # user + sys of the child processes
+    rss_mb: float = 0.0  # peak resident set of the process (and its children), from wait4(2)
 
 
 @dataclass
@@ -69,6 +82,8 @@ class Results:
     machine: dict[str, str]
     args: dict[str, object]
     samples: list[Sample] = field(default_factory=list)
+    # "<kind> N=<n>" -> phase -> seconds, as crdb-certs reported them (--huge)
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def times(self, kind: str, n: int) -> list[float]:
         return [s.seconds for s in self.samples if s.kind == kind and s.n == n]
@@ -81,28 +96,37 @@ class Results:
 # ----------------------------------------------------------------------------------------------- running
 
 
-def _timed(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """Run argv; return (wall seconds, child CPU seconds). A failure stops the benchmark."""
+def _timed(argv: list[str], cwd: Path, phases: Path | None = None) -> tuple[float, float, float]:
+    """Run argv; return (wall seconds, CPU seconds, peak RSS in MB) of it and its children. A failure stops
+    the benchmark. With `phases`, crdb-certs writes there what each phase of the run cost."""
     env = {**os.environ, "OPENSSL_CONF": os.devnull}  # as crdb-certs runs openssl
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        sys.exit(f"bench: `{shlex.join(argv)}` in {cwd} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    if phases is not None:
+        env["CRDB_CERTS_PHASES"] = str(phases)
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage, not every earlier one's
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            stderr.seek(0)
+            said = stderr.read().decode(errors="replace")[-3000:]
+            sys.exit(f"bench: `{shlex.join(argv)}` in {cwd} failed ({child.returncode}):\n{said}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def verify(out: Path, n: int) -> None:
-    """Fail the benchmark unless `out` holds the whole cluster-n PKI, every certificate right."""
+def verify(out: Path, n: int, profile: str = "docs") -> None:
+    """Fail the benchmark unless `out` holds the whole cluster-n PKI, every certificate right. Only the
+    docs' profile gives the first client a SAN (DNS:root)."""
     try:
         ca = x509.load_pem_x509_certificate((out / scripts.CA_CERT).read_bytes())
         items: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
             (scripts.CA_CERT, scripts.CA_KEY, (), ())
         ]
-        items += [(leaf.cert, leaf.key, leaf.dns, leaf.ips) for leaf in scripts.leaves(n)]
+        items += [
+            (leaf.cert, leaf.key, leaf.dns if leaf.kind == "node" or profile == "docs" else (), leaf.ips)
+            for leaf in scripts.leaves(n)
+        ]
         for cert_path, key_path, dns, ips in items:
             cert = x509.load_pem_x509_certificate((out / cert_path).read_bytes())
             # no RSA consistency check: it costs ~45 ms a key and the question is only "is it this cert's key"
@@ -137,7 +161,9 @@ def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Res
     out = Path(tempfile.mkdtemp(prefix=f"{kind}-{n}-", dir=scratch))
     samples: list[Sample] = []
     crdb = [*shlex.split(args.crdb_certs), "issue", "--out", str(out), "--quiet", "--jobs", str(args.jobs)]
-    if kind == "crdb-certs ec":
+    if kind == "crdb-certs ec" and n in args.huge:
+        samples += _huge_case(crdb, n, out, args, results, scratch)
+    elif kind == "crdb-certs ec":
         spec = scratch / f"cluster-{n}-ec.toml"
         spec.write_text(scripts.spec_toml(n, args.profile, key_type="ec"))
         samples.append(Sample(kind, n, rnd, *_timed([*crdb, "--config", str(spec)], scratch)))
@@ -153,7 +179,7 @@ def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Res
         samples.append(Sample("+1 node", n, rnd, *_timed([*crdb, "--config", str(bigger)], scratch)))
         verify(out, n + 1)
     elif kind == "sh floor ec":
-        python = Path(shlex.split(args.crdb_certs)[0]).with_name("python")
+        python = sys.executable  # the venv bench.py runs in (make bench: .venv), which has orchestrator
         argv = [str(python), str(REPO / "bench" / "sh_floor.py"), "--n", str(n), "--jobs", str(args.jobs)]
         samples.append(Sample(kind, n, rnd, *_timed([*argv, "--key-type", "ec"], out)))
         verify(out, n)
@@ -167,9 +193,45 @@ def run_case(kind: str, n: int, rnd: int, args: argparse.Namespace, results: Res
         verify(out, n)
     for s in samples:
         results.samples.append(s)
-        print(f"  round {rnd + 1} N={n:<4} {s.kind:<13} {s.seconds:7.2f} s  (cpu {s.cpu:6.2f} s)", flush=True)
+        print(
+            f"  round {rnd + 1} N={n:<5} {s.kind:<15} {s.seconds:7.2f} s  (cpu {s.cpu:6.2f} s, "
+            f"peak {s.rss_mb:5.0f} MB)",
+            flush=True,
+        )
     if not args.keep:
         shutil.rmtree(out)
+
+
+def _huge_case(
+    crdb: list[str], n: int, out: Path, args: argparse.Namespace, results: Results, scratch: Path
+) -> list[Sample]:
+    """crdb-certs ec at N = thousands, then on its output: a no-op re-run, +1 node, audit + check; each
+    crdb-certs run reports its phases."""
+    spec, bigger = scratch / f"cluster-{n}-ec.toml", scratch / f"cluster-{n + 1}-ec.toml"
+    spec.write_text(scripts.spec_toml(n, HUGE_PROFILE, key_type="ec"))
+    bigger.write_text(scripts.spec_toml(n + 1, HUGE_PROFILE, key_type="ec"))
+    phases = scratch / "phases.json"
+    samples = []
+    for kind, config, size in (
+        ("crdb-certs ec", spec, n),
+        ("no-op re-run ec", spec, n),
+        ("+1 node ec", bigger, n + 1),
+    ):
+        phases.unlink(missing_ok=True)
+        samples.append(Sample(kind, n, 0, *_timed([*crdb, "--config", str(config)], scratch, phases)))
+        results.phases[f"{kind} N={n}"] = json.loads(phases.read_text())
+        verify(out, size, HUGE_PROFILE)
+    tool = shlex.split(args.crdb_certs)
+    wall, cpu, rss = 0.0, 0.0, 0.0
+    for argv in ([*tool, "audit", str(out / "certs")], [*tool, "check", str(out)]):
+        phases.unlink(missing_ok=True)
+        w, c, r = _timed(argv, scratch, phases)
+        wall, cpu, rss = wall + w, cpu + c, max(rss, r)
+        for phase, seconds in json.loads(phases.read_text()).items():
+            got = results.phases.setdefault(f"audit+check ec N={n}", {})
+            got[phase] = got.get(phase, 0.0) + seconds
+    samples.append(Sample("audit+check ec", n, 0, wall, cpu, rss))
+    return samples
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -313,6 +375,96 @@ def markdown(results: Results, rows: list[dict[str, float | int]]) -> str:
     return "\n".join(lines)
 
 
+def huge_markdown(results: Results, huge: list[int]) -> str:
+    """--huge: the thousands-of-nodes table, then what each phase of each crdb-certs run cost."""
+    if not huge:
+        return ""
+    lines = [
+        "",
+        f"## Thousands of nodes (EC P-256, profile `{HUGE_PROFILE}`, one round)",
+        "",
+        "| N | certs | floor ec | crdb-certs ec | crdb/floor | ms/cert crdb | peak RSS | no-op re-run "
+        "| +1 node | audit certs/ + check |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in huge:
+        floor, crdb = results.median("floor ec", n), results.median("crdb-certs ec", n)
+        rss = max((s.rss_mb for s in results.samples if s.n == n and s.kind.endswith(" ec")), default=0.0)
+        lines.append(
+            f"| {n} | {n + 3} | {floor:.1f} | {crdb:.1f} | {_ratio(crdb, floor):.2f} "
+            f"| {1000 * crdb / (n + 3):.1f} | {rss:.0f} MB | {results.median('no-op re-run ec', n):.2f} "
+            f"| {results.median('+1 node ec', n):.2f} | {results.median('audit+check ec', n):.2f} |"
+        )
+    runs = ("crdb-certs ec", *HUGE_EXTRA)
+    other = "other: start-up, reading the spec, exit"  # the wall clock the phases do not account for
+    for n in huge:
+        found = [dict(results.phases.get(f"{run} N={n}", {})) for run in runs]
+        for run, phases in zip(runs, found, strict=True):
+            if phases:
+                phases[other] = results.median(run, n) - sum(phases.values())
+        phases = list(dict.fromkeys(p for f in found for p in f))
+        lines += [
+            "",
+            f"Phases at N = {n} ({n + 3} certificates): seconds, and ms per certificate",
+            "",
+            "| phase | " + " | ".join(runs) + " |",
+            "|---|" + "---:|" * len(runs),
+        ]
+        for phase in phases:
+            cells = [
+                f"{f[phase]:.2f} s ({1000 * f[phase] / (n + 3):.2f})" if phase in f else "" for f in found
+            ]
+            lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Targets (issue 16): crdb/floor ≤ 1.20 at N = 2,000 and 10,000; no-op re-run ≤ 1 s at 2,000, ≤ 3 s "
+        "at 10,000; +1 node at 10,000 ≤ 1 s + one key; audit + check at 10,000 ≤ 5 s; peak RSS ≤ 150 MB.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_huge(results: Results, huge: list[int], path: Path) -> None:
+    """ms per certificate of floor ec and crdb-certs ec at every N measured (flat: linear cost), and
+    crdb-certs' phases per certificate at each --huge N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted({s.n for s in results.samples if s.kind == "crdb-certs ec"})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for kind, color in (("floor ec", "#4c72b0"), ("sh floor ec", "#8172b2"), ("crdb-certs ec", "#55a868")):
+        got = [(n, 1000 * results.median(kind, n) / (n + 3)) for n in ns if results.times(kind, n)]
+        left.plot([n for n, _ in got], [m for _, m in got], marker="o", label=kind, color=color)
+    left.set_xscale("log")
+    left.set_xlabel("N (nodes)")
+    left.set_ylabel("ms per certificate")
+    left.set_title("Issuing cluster N, EC P-256: flat = linear")
+    left.set_ylim(0, left.get_ylim()[1] * 1.15)
+    left.legend(fontsize=8)
+    bottom = [0.0] * len(huge)
+    phases = list(dict.fromkeys(p for n in huge for p in results.phases.get(f"crdb-certs ec N={n}", {})))
+    cmap = plt.get_cmap("tab20")
+    for k, phase in enumerate(phases):
+        per = [1000 * results.phases.get(f"crdb-certs ec N={n}", {}).get(phase, 0.0) / (n + 3) for n in huge]
+        right.bar([str(n) for n in huge], per, bottom=bottom, label=phase, color=cmap(k % 20))
+        bottom = [b + p for b, p in zip(bottom, per, strict=True)]
+    right.set_xlabel("N (nodes)")
+    right.set_ylabel("ms per certificate")
+    right.set_title("crdb-certs ec: where a run's time goes")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    info = results.machine
+    fig.suptitle(
+        f"Thousands of nodes - {info['nproc']} CPUs, load {info['load_before']} before, "
+        f"{info.get('load_after', '?')} after, {info['date']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot(results: Results, rows: list[dict[str, float | int]], path: Path) -> None:
     import matplotlib
 
@@ -381,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n", type=int, action="append", help="cluster size (repeat; default: 10 and 50)")
     parser.add_argument("--big", action="store_true", help="also N = 200 (takes minutes)")
+    parser.add_argument(
+        "--huge", action="store_true", help="also N = 2,000 and 10,000, EC only, one round (most of an hour)"
+    )
+    parser.add_argument("--huge-n", type=int, action="append", help="a --huge size of your own (repeat)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per N (default: 3)")
     parser.add_argument(
         "--jobs",
@@ -412,15 +568,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replot:
         data = json.loads(args.replot.read_text())
-        old = Results(data["machine"], data["args"], [Sample(**s) for s in data["samples"]])
+        old = Results(
+            data["machine"], data["args"], [Sample(**s) for s in data["samples"]], data.get("phases", {})
+        )
         _write(old, data["args"]["n"], args.replot.parent, plot_it=not args.no_plot)
         return 0
     ns: list[int] = sorted(set(args.n or [10, 50]) | ({200} if args.big else set()))
+    args.huge = sorted(set(args.huge_n or []) | (set(HUGE) if args.huge else set()))
 
     results = Results(
         _machine(),
         {
             "n": ns,
+            "huge": args.huge,
             "rounds": args.rounds,
             "jobs": args.jobs,
             "profile": args.profile,
@@ -428,7 +588,11 @@ def main(argv: list[str] | None = None) -> int:
             "label": args.label or _checkout(),
         },
     )
-    print(f"bench: N={ns}, {args.rounds} rounds, --jobs {args.jobs}, load average {_load()}", flush=True)
+    print(
+        f"bench: N={ns}, {args.rounds} rounds, huge N={args.huge}, --jobs {args.jobs}, "
+        f"load average {_load()}",
+        flush=True,
+    )
     scratch = Path(tempfile.mkdtemp(prefix="crdb-certs-bench-"))
     try:
         for rnd in range(args.rounds):
@@ -437,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
                 order = every[rnd % len(every) :] + every[: rnd % len(every)]  # nobody always runs first
                 for kind in order:
                     run_case(kind, n, rnd, args, results, scratch)
+        for n in args.huge:  # one round: the floor, then crdb-certs and the runs on its output
+            for kind in HUGE_KINDS:
+                run_case(kind, n, 0, args, results, scratch)
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -448,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(results: Results, ns: list[int], where: Path, plot_it: bool) -> None:
     rows = table(results, ns)
-    text = markdown(results, rows)
+    huge = list(results.args.get("huge") or [])  # type: ignore[call-overload]
+    text = markdown(results, rows) + huge_markdown(results, huge)
     print("\n" + text)
     where.mkdir(parents=True, exist_ok=True)
     (where / "results.md").write_text(text)
@@ -457,10 +625,13 @@ def _write(results: Results, ns: list[int], where: Path, plot_it: bool) -> None:
         "args": results.args,
         "table": rows,
         "samples": [asdict(s) for s in results.samples],
+        "phases": results.phases,
     }
     (where / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     if plot_it:
         plot(results, rows, where / "results.png")
+        if huge:
+            plot_huge(results, huge, where / "results-huge.png")
     print(f"written: {where}/results.md, results.json" + (", results.png" if plot_it else ""))
 
 

@@ -3,6 +3,8 @@ that put into each what was made elsewhere."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from orchestrator import names
 from orchestrator.cas import Signers
 from orchestrator.spec import Layout, Spec
@@ -71,3 +73,15 @@ def assemble_task(bundles: dict[str, tuple[str, ...]], ui_from: str) -> Task:
                 Copy(source, f"{folder}/{file}", mode=names.KEY_MODE if file.endswith(".key") else None)
             )
     return Task("bundles", "assemble the certs directories", tuple(steps))
+
+
+def folder_of(path: str, folders: Collection[str]) -> str | None:
+    """The certs directory among `folders` (a set or a dict: looked up, not scanned) that holds `path`,
+    or None. Each of the path's parent folders is looked up: a run that changes every file of 10,000
+    certs directories must not compare each file with every folder (issue 16)."""
+    parts = path.split("/")
+    for end in range(1, len(parts)):
+        folder = "/".join(parts[:end])
+        if folder in folders:
+            return folder
+    return None

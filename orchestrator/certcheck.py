@@ -4,6 +4,7 @@ already up to date, and by the audit."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import (
@@ -58,7 +59,19 @@ class Expect:
 
 
 def load_certs(path: Path) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(read_regular(path))
+    return list(parse_certs(read_regular(path)))
+
+
+# The same CA file is read once per certs directory (10,000 of them, issue 16): parsed once, by its bytes.
+# A few entries: a leaf read between two reads of its CA does not push the CA out.
+@functools.lru_cache(maxsize=16)
+def parse_certs(pem: bytes) -> tuple[x509.Certificate, ...]:
+    return tuple(x509.load_pem_x509_certificates(pem))
+
+
+@functools.lru_cache(maxsize=16)
+def parse_der(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -138,11 +151,22 @@ def is_ca(cert: x509.Certificate) -> bool:
 
 
 def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    # A run checks each signature up to three times (is it fresh, the audit, its chain) and each copy of
+    # a CA's self-signature once per certs directory: a signature that verified is remembered by the
+    # two certificates' digests (64 bytes each, issue 16). Failures are not: they are rare and reported.
+    pair = (cert.fingerprint(_SHA256), ca.fingerprint(_SHA256))
+    if pair in _verified:
+        return True
     try:
         cert.verify_directly_issued_by(ca)
     except (InvalidSignature, ValueError, TypeError):  # wrong signature, issuer name or key type
         return False
+    _verified.add(pair)
     return True
+
+
+_SHA256 = hashes.SHA256()
+_verified: set[tuple[bytes, bytes]] = set()
 
 
 def chain_break(certs: list[x509.Certificate]) -> int | None:

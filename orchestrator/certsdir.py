@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from orchestrator import names
-from orchestrator.certcheck import load_key
+from orchestrator.certcheck import load_key, parse_der
 from orchestrator.errors import UserError
 from orchestrator.files import read_regular
 
@@ -119,9 +119,14 @@ class CertsDir:
     subdirs: list[str]
     skip_permission_check: bool
     env_error: str | None  # COCKROACH_SKIP_KEY_PERMISSION_CHECK set to something Go cannot parse
+    # certs by name, made on the first `get` after `read` has added them: the audit asks for ca.crt once
+    # per certificate, and certs/ may hold thousands of clients' (issue 16)
+    _by_name: dict[str, CertFile] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def get(self, name: str) -> CertFile | None:
-        return next((c for c in self.certs if c.name == name), None)
+        if len(self._by_name) != len(self.certs):
+            self._by_name = {c.name: c for c in reversed(self.certs)}  # the first of a name, as before
+        return self._by_name.get(name)
 
     def by_usage(self, usage: Usage) -> list[CertFile]:
         return [c for c in self.certs if c.usage is usage]
@@ -172,9 +177,12 @@ def max_key_mode(st: os.stat_result, process_gid: int) -> int:
     return names.KEY_MODE_MAX
 
 
-def read(path: Path, env: Mapping[str, str] | None = None, process_gid: int | None = None) -> CertsDir:
+def read(
+    path: Path, env: Mapping[str, str] | None = None, process_gid: int | None = None, keys: bool = True
+) -> CertsDir:
     """Read `path` as CockroachDB would. A missing directory is a usage error here (CockroachDB would
-    quietly load nothing and fail later with `problem with CA certificate: not found`)."""
+    quietly load nothing and fail later with `problem with CA certificate: not found`). Without `keys`
+    only the certificates are read (`check` of 10,000 certs directories needs no key: issue 16)."""
     env = os.environ if env is None else env
     gid = os.getgid() if process_gid is None else process_gid
     if not path.exists():
@@ -208,7 +216,7 @@ def read(path: Path, env: Mapping[str, str] | None = None, process_gid: int | No
         if not pattern.usage.is_ca:
             cert.key_name = names.key_for(entry.name)
         _load_cert(entry, cert)
-        if cert.error is None and not pattern.usage.is_ca:
+        if cert.error is None and not pattern.usage.is_ca and keys:
             _find_key(path, cert, skip, gid)
         found.certs.append(cert)
     found.certs.sort(key=lambda c: (USAGE_ORDER.index(c.usage), c.name))
@@ -263,7 +271,7 @@ def _load_cert(path: Path, cert: CertFile) -> None:
             cert.error, cert.error_kind = f"block #{i} is of type {block.kind}, not CERTIFICATE", "cert"
             return
         try:
-            parsed.append(x509.load_der_x509_certificate(block.der))
+            parsed.append(parse_der(block.der))
         except ValueError as e:
             cert.error, cert.error_kind = f"x509: cannot parse certificate #{i}: {e}", "cert"
             return

@@ -21,6 +21,7 @@ import click
 from orchestrator import (
     audit,
     backups,
+    bundles,
     cas,
     changes,
     duration,
@@ -29,6 +30,7 @@ from orchestrator import (
     lifecycle,
     names,
     openssl,
+    phases,
     plan,
     record,
     revocation,
@@ -330,10 +332,16 @@ def issue(
                 total = sum(isinstance(step, Verify) for step in todo.steps)
                 return todo
 
+            drawn = 0.0
+
             def advance(cert: str) -> None:
-                nonlocal done
+                nonlocal done, drawn
                 done += 1
-                left = (time.monotonic() - started) / done * (total - done)
+                now = time.monotonic()
+                if now - drawn < 0.1 and done < total:
+                    return  # at most ten redraws a second, however many certificates: no redraw storm
+                drawn = now
+                left = (now - started) / done * (total - done)
                 eta = f", about {_eta(left)} left" if done < total else ""
                 bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}", refresh=True)
 
@@ -343,8 +351,9 @@ def issue(
     else:
         result = runner.issue(the_spec, out, openssl.find, jobs or 0, planner=planner, backup=backup)
     made = [t.title for t in result.plan.work()]
-    _audit_issued(out, result.plan, result.changed, say)
-    runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
+    with phases.phase("audit"):
+        _audit_issued(out, result.plan, result.changed, say)
+        runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
     if not result.changed:
         say(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
@@ -865,8 +874,9 @@ def check_command(target: Path, within: str, output: str) -> int:
     """
     window = duration.parse("--within", within)
     now = datetime.now(UTC)
-    found, seen = lifecycle.expiring(target, window, now)
-    interrupted = lifecycle.interrupted_rotations(target)
+    with phases.phase("check"):
+        found, seen = lifecycle.expiring(target, window, now)
+        interrupted = lifecycle.interrupted_rotations(target)
     status = ExitStatus.FINDINGS if found or interrupted else ExitStatus.OK
     if output != "text":
         from orchestrator import monitoring
@@ -1092,7 +1102,8 @@ def audit_command(certs_dir: Path, output: str, cert_principal_map: str | None, 
     Works on any certs directory (crdb-certs, `cockroach cert`, the docs' openssl recipe, by hand).
     Exit 0 with no errors, 1 with errors, 2 for a usage error.
     """
-    report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map), crl=crl)
+    with phases.phase("audit"):
+        report = audit.audit(certs_dir, principal_map=audit.parse_principal_map(cert_principal_map), crl=crl)
     if output == "json":
         click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -1270,7 +1281,8 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
 def _audit_issued(out: Path, todo: Plan, changed: tuple[str, ...], say: Say) -> None:
     """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
     health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201."""
-    written = {folder for folder in todo.bundles for path in changed if path.startswith(folder + "/")}
+    found = (bundles.folder_of(path, todo.bundles) for path in changed)  # by parent folder: issue 16
+    written = {folder for folder in found if folder is not None}
     failed = []
     for folder in written or todo.bundles:
         report = audit.audit(out / folder)
@@ -1304,4 +1316,5 @@ def main(argv: list[str] | None = None) -> int:
         return e.status
     finally:
         openssl.choose(None)  # a choice made by one command line is not the next one's (tests run many)
+        phases.write()
     return int(status or 0)

@@ -427,7 +427,7 @@ def inventory(target: Path) -> list[Seen]:
     chain), as CockroachDB reads them."""
     seen: list[Seen] = []
     for folder in certs_dirs(target):
-        for cert in read_dir(folder).certs:
+        for cert in read_dir(folder, keys=False).certs:
             usage = _USAGE_NAMES[cert.usage]
             if cert.usage is Usage.CLIENT and cert.suffix == names.NODE_USER:
                 usage = "node-client"

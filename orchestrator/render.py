@@ -7,6 +7,7 @@ backtick) as escapes and a newline as a new statement (openssl-traps.md §4.1).
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -15,11 +16,12 @@ import jinja2
 from orchestrator.resources import resource
 
 _ESCAPED = str.maketrans({c: "\\" + c for c in "\\#$\"'`"})
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls (one search: issue 16)
 
 
 def cnf_value(value: Any) -> str:
     text = str(value)
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):  # C0, DEL and C1 controls
+    if _CONTROL.search(text):
         # Validation rejects these first; reaching here is a bug, not a user mistake.
         raise ValueError(f"control character in a config value: {text!r}")
     if text != text.strip():

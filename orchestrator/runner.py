@@ -22,6 +22,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import backups, changes, names, plan, script, state
+from orchestrator import backups, bundles, changes, names, phases, plan, script, state
 from orchestrator.cas import signers
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
@@ -102,23 +103,28 @@ def issue(
         # First undo what a killed run left (a certs directory mid-swap is put back), then look.
         _remove_leftovers(work)
         todo = planner(out) if planner else pending(spec, out)
-        refuse(todo, out)
+        with phases.phase("refusals"):
+            refuse(todo, out)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
         kept = None
         try:
-            _stage_inputs(todo, out, stage)
+            with phases.phase("staging inputs"):
+                _stage_inputs(todo, out, stage)
             if tool is None and any(isinstance(s, Run) for s in todo.steps):
                 tool = find()
             _run(todo, stage, tool, jobs or os.cpu_count() or 1, progress or (lambda _: None), signals)
-            with signals.held():
-                changed, kept = _commit(todo, out, stage, work, backup)
+            with phases.phase("commit"):
+                changed, kept = _commit(todo, out, stage, work, backup, signals)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        transcript = _write_transcript(todo, out) if changed else None
+            with phases.phase("clean-up"):
+                shutil.rmtree(stage, ignore_errors=True)
+        with phases.phase("transcript"):
+            transcript = _write_transcript(todo, out) if changed else None
         # Once more: the openssl of a killed run lives on as an orphan for a moment, and may have written
         # into its staging folder after the first clean-up took it away (seen: `openssl ca` renaming
         # index.txt.new into place there).
-        _remove_leftovers(work)
+        with phases.phase("clean-up"):
+            _remove_leftovers(work)
         signals.check()  # one held while committing is honoured now that the commit is whole
     return Result(todo, tuple(changed), transcript, kept)
 
@@ -127,11 +133,17 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     """What `issue` would run now (also for --check); reads only. Refuses (changes.Refused) to replace
     or drop what exists unless `asked` says so."""
     asked = asked or changes.Asked()
-    full = plan.build(spec)
-    found = state.inspect(out, full)
-    changes.guard(spec, out, full, found, asked)
-    todo = plan.build(spec, found)
-    return replace(todo, drop=(*todo.drop, *changes.drop(spec, out, full, asked)))
+    with phases.phase("planning"):
+        full = plan.build(spec)
+    with phases.phase("state inspection"):
+        found = state.inspect(out, full)
+    with phases.phase("guard (--reissue, --prune)"):
+        changes.guard(spec, out, full, found, asked)
+        dropped = changes.drop(spec, out, full, asked)
+    del full  # ~5 KB a node: never two whole plans of 10,000 nodes at once (issue 16: peak memory)
+    with phases.phase("planning"):
+        todo = plan.build(spec, found)
+    return replace(todo, drop=(*todo.drop, *dropped))
 
 
 def refuse(todo: Plan, out: Path) -> None:
@@ -199,7 +211,7 @@ def _refuse_what_cannot_be_swapped(todo: Plan, out: Path) -> None:
         return  # a new folder: everything is made in it
     device, work = out.stat().st_dev, out / names.STATE_DIR
     written = {w for s in todo.steps for w in writes(s) if not w.startswith(names.SAFE_DIR + "/")}
-    destinations = {next((d for d in todo.bundles if w.startswith(d + "/")), w) for w in written}
+    destinations = {bundles.folder_of(w, todo.bundles) or w for w in written}
     for rel in sorted(destinations):
         target = out / rel
         if rel in todo.bundles and target.is_symlink():
@@ -264,12 +276,12 @@ def _run(
     todo: Plan, stage: Path, openssl: OpenSSL | None, jobs: int, progress: Progress, signals: _Signals
 ) -> None:
     """Every step of the plan in `stage`; a signal stops it before the next step (Interrupted)."""
-    steps = list(todo.steps)
+    steps = [_only_folders_written(s, todo) if isinstance(s, MakeDirs) else s for s in todo.steps]
     # Folders and configs depend on nothing: make them first.
     early = {i for i, s in enumerate(steps) if isinstance(s, MakeDirs) or is_config(s)}
     for i in sorted(early):
         signals.check()
-        _do(steps[i], stage, openssl)
+        _timed_do(steps[i], stage, openssl)
     # Each new key and the CSR made from it (~90% of the time) depend on nothing else: run those chains
     # `jobs` at a time, each in a child process; every other step runs here in the plan's order, waiting
     # only for the chain it reads. Processes, not threads: `sh` forks, and a fork while another thread
@@ -283,18 +295,31 @@ def _run(
         for i, step in enumerate(steps):
             if i in chain_of:
                 while chain_of[i] not in finished:
-                    _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
-                    finished.add(_reap(running))
+                    with phases.phase("keys and requests (starting them)"):
+                        _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
+                    with phases.phase("keys and requests (waiting for them)"):
+                        finished.add(_reap(running))
             elif i not in early:
-                _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
+                with phases.phase("keys and requests (starting them)"):
+                    _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
                 signals.check()
-                _do(step, stage, openssl)
+                _timed_do(step, stage, openssl)
             if isinstance(step, Verify):
-                progress(step.expect.cert)
+                with phases.phase("progress"):
+                    progress(step.expect.cert)
     finally:
         while running:  # after a failure: let the others end before the staging folder is removed
             with suppress(BaseException):
                 _reap(running)
+
+
+def _only_folders_written(step: MakeDirs, todo: Plan) -> MakeDirs:
+    """The folders of `step`, but a node's folder only where some step writes into it: a run that makes
+    one certificate of 10,000 nodes does not make (and remove) 10,000 empty folders (issue 16). certs/
+    and the others stay: openssl writes into them unasked (`openssl ca -outdir certs/`)."""
+    used = {str(Path(p).parent) for s in todo.steps for p in writes(s)}
+    nodes = names.NODES_DIR + "/"
+    return MakeDirs(tuple(p for p in step.paths if p in used or not p.startswith(nodes)))
 
 
 @dataclass(frozen=True)
@@ -313,12 +338,12 @@ def _start_chains(
     openssl: OpenSSL | None,
     signals: _Signals,
 ) -> None:
-    """Start the next chains in plan order, until `jobs` run."""
-    for n, chain in enumerate(chains):
+    """Start the next chains in plan order, until `jobs` run. They start in order, so the ones started
+    are the first len(running) + len(finished): no need to look at those again (issue 16)."""
+    for n in range(len(running) + len(finished), len(chains)):
         if len(running) >= jobs:
             return
-        if n not in running and n not in finished:
-            running[n] = _fork([steps[i] for i in chain], stage, openssl, signals)
+        running[n] = _fork([steps[i] for i in chains[n]], stage, openssl, signals)
 
 
 _INTERRUPTED = "interrupted by signal "  # how a child says a signal stopped it (anything else: a RunError)
@@ -379,6 +404,20 @@ def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
     return chains
 
 
+def _timed_do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
+    """_do, its time counted in the phase its kind of step belongs to (orchestrator/phases.py)."""
+    if isinstance(step, Run):
+        name = f"openssl: {step.kind.value}"
+    elif isinstance(step, Verify):
+        name = "verification"
+    elif is_config(step):
+        name = "configs written"
+    else:
+        name = "files (copies, folders, serials)"
+    with phases.phase(name):
+        _do(step, stage, openssl)
+
+
 def _do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
     match step:
         case Run(argv=argv, writes=writes):
@@ -436,50 +475,79 @@ def _check_output(path: Path, argv: tuple[str, ...]) -> None:
 
 
 def _commit(
-    todo: Plan, out: Path, stage: Path, work: Path, backup: Path | None = None
+    todo: Plan, out: Path, stage: Path, work: Path, backup: Path | None, signals: _Signals
 ) -> tuple[list[str], Path | None]:
     """Move what changed into place: CA keys first, then the CA databases and configs, then each certs
     directory as a whole (a directory rename), so a certs directory is never seen half-written.
-    With `backup`, what is replaced is kept first (a CA key in my-safe-directory/backup/, see backups)."""
+    With `backup`, what is replaced is kept first (a CA key in my-safe-directory/backup/, see backups).
+    SIGTERM and SIGINT are held while files are moved, and honoured between two of them (never inside a
+    certs directory's swap) once the hold has lasted _HOLD_SECONDS: a commit of 10,000 certs directories
+    still stops within a second, each directory old or new, as a SIGKILL there would leave it."""
     staged = sorted(
         p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
     )
     changed = [p for p in staged if not _same(stage / p, out / p)]
     dropped = [f for path in todo.drop for f in _files_under(out, path)]
-    bundle_of = {p: d for p in [*changed, *dropped] for d in todo.bundles if p.startswith(d + "/")}
-    folders = sorted(set(bundle_of.values()), key=lambda d: d != names.CERTS_DIR)
+    # Each file's certs directory, by its parent folders: never each file against every folder (issue 16).
+    changed_set, gone = set(changed), set(dropped)
+    by_folder: dict[str, list[str]] = {}
+    loose: list[str] = []
+    for path in [*changed, *dropped]:
+        folder = bundles.folder_of(path, todo.bundles)
+        if folder is not None:
+            by_folder.setdefault(folder, []).append(path)
+        elif path in changed_set:  # a dropped file outside them goes with its folder, below
+            loose.append(path)
+    folders = sorted(by_folder, key=lambda d: d != names.CERTS_DIR)
     # What can fail (a full disk, a file that cannot be copied) is done before the first file is replaced:
     # the copy of each certs directory to be swapped, then the backup. A failure leaves nothing committed.
     kept: Path | None = None
     kept_keys: list[Path] = []
+    fresh: dict[str, Path] = {}
     try:
-        fresh = {folder: _copy_of(folder, out, work) for folder in folders}
+        for folder in folders:
+            signals.check()
+            fresh[folder] = _copy_of(folder, out, work)
         if backup is not None:
             kept, kept_keys = backups.keep(out, [p for p in changed if _is_pki_file(p)] + dropped, backup)
+        signals.check()
     except BaseException:
-        for copy in work.glob("new-*"):  # ours: the lock is held
-            shutil.rmtree(copy, ignore_errors=True)
+        _remove_copies(work)
         raise
     replaced_keys = {f"{names.SAFE_DIR}/{k.name}" for k in kept_keys}
-    for path in changed:
+    for path in loose:
         if path.startswith(names.SAFE_DIR + "/") and (out / path).exists() and path not in replaced_keys:
+            _remove_copies(work)
             raise RuntimeError(f"refusing to replace the CA key {path}")  # a planner bug, never a user's
-    loose = [p for p in changed if p not in bundle_of]
-    for path in sorted(loose, key=_commit_order):
-        (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
-        if path.startswith(names.SAFE_DIR + "/"):
-            _place_new(stage / path, out / path, replace=path in replaced_keys)
-        else:
-            os.replace(stage / path, out / path)
-    for folder in folders:
-        files = [p for p, d in bundle_of.items() if d == folder]
-        _swap_in(folder, [p for p in files if p not in dropped], out, stage, work, fresh[folder], drop=files)
-    for path in todo.drop:  # outside the certs directories: a pruned node's whole folder
-        if not any(path.startswith(d + "/") for d in todo.bundles) and (out / path).exists():
-            gone = work / ("old-" + path.replace("/", "_"))
-            os.rename(out / path, gone)
-            shutil.rmtree(gone, ignore_errors=True)
+    try:
+        with signals.held() as between:
+            for path in sorted(loose, key=_commit_order):
+                between()
+                (out / path).parent.mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
+                if path.startswith(names.SAFE_DIR + "/"):
+                    _place_new(stage / path, out / path, replace=path in replaced_keys)
+                else:
+                    os.replace(stage / path, out / path)
+            for folder in folders:
+                between()
+                files = by_folder[folder]
+                new = [p for p in files if p not in gone]
+                _swap_in(folder, new, out, stage, work, fresh.pop(folder), drop=files)
+            for path in todo.drop:  # outside the certs directories: a pruned node's whole folder
+                if bundles.folder_of(path, todo.bundles) is None and (out / path).exists():
+                    between()
+                    old = work / ("old-" + path.replace("/", "_"))
+                    os.rename(out / path, old)
+                    shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        _remove_copies(work)  # the copies of the certs directories the run stopped before
+        raise
     return changed + dropped, kept
+
+
+def _remove_copies(work: Path) -> None:
+    for copy in work.glob("new-*"):  # ours: the lock is held
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def _is_pki_file(path: str) -> bool:
@@ -600,7 +668,8 @@ def _write_transcript(todo: Plan, out: Path) -> Path:
     tasks = [t for t in todo.tasks if t.steps and not all(is_config(s) for s in t.steps)]
     title = f"crdb-certs issue, {stamp}: the commands this run ran"
     new_pki = any(p.startswith(names.SAFE_DIR + "/") for t in tasks for s in t.steps for p in writes(s))
-    path.write_text(script.script(todo, tasks, title=title, empty=new_pki, transcript=True))
+    with path.open("w") as handle:  # line by line: 10,000 nodes' transcript is ~20 MB
+        handle.writelines(script.script_lines(todo, tasks, title=title, empty=new_pki, transcript=True))
     return path
 
 
@@ -654,18 +723,38 @@ class _Signals:
                 signal.signal(sig, handler)
 
     @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> Iterator[Callable[[], None]]:
         """While committing, SIGINT and SIGTERM wait: the renames finish, then the signal is delivered to
-        the handler, and `check` after the commit honours it."""
+        the handler, and `check` after the commit honours it. A long commit calls the function this
+        yields between two moves: once the hold has lasted _HOLD_SECONDS, a signal that came meanwhile is
+        honoured there (Interrupted), so no hold lasts much longer than that."""
         if threading.current_thread() is not threading.main_thread():
-            yield
+            yield lambda: None
             return
         blocked = {signal.SIGINT, signal.SIGTERM}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        since = time.monotonic()
+
+        def between() -> None:
+            nonlocal since
+            if time.monotonic() - since < _HOLD_SECONDS:
+                return
+            came = signal.sigpending() & blocked
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # delivered now: the handler records it
+            if came:
+                raise Interrupted(min(came))
+            self.check()
+            signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+            since = time.monotonic()
+
         try:
-            yield
+            yield between
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+# The longest a commit holds SIGTERM and SIGINT before it honours one between two moves (issue 16).
+_HOLD_SECONDS = 0.5
 
 
 @contextmanager

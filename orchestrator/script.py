@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from orchestrator import names
@@ -38,7 +38,23 @@ def script(
     empty: bool = True,
     transcript: bool = False,
 ) -> str:
-    """The plan (or only `tasks` of it) as bash. The one printer of scripts, so that every value in one
+    """The plan (or only `tasks` of it) as bash: `script_lines`, joined."""
+    return "".join(script_lines(plan, tasks, title, folder, preamble, empty, transcript))
+
+
+def script_lines(
+    plan: Plan,
+    tasks: Iterable[Task] | None = None,
+    title: str = "crdb-certs plan",
+    folder: Path | None = None,
+    preamble: Sequence[str] = (),
+    empty: bool = True,
+    transcript: bool = False,
+) -> Iterator[str]:
+    """The plan (or only `tasks` of it) as bash, line by line (each ending with a newline): a transcript of
+    10,000 nodes is written as it is made, never held whole in memory (issue 16).
+
+    The one printer of scripts, so that every value in one
     (a path in a command or in a comment) goes through `quote`.
 
     `folder`: the script makes it if missing and works there (else: where it is run); `preamble`: lines
@@ -71,10 +87,10 @@ def script(
         operand = quote(f"./{folder}" if str(folder).startswith("-") else folder)  # not an option
         lines += [f"mkdir -p {operand}", f"cd {operand}"]
     lines += preamble
+    yield from (line + "\n" for line in lines)
     for task in chosen:
-        lines.append(f"\n# --- {task.title}")
-        lines.extend(shell(step, ran=transcript) for step in task.steps)
-    return "\n".join(lines) + "\n"
+        yield f"\n# --- {task.title}\n"
+        yield from (shell(step, ran=transcript) + "\n" for step in task.steps)
 
 
 def quote(value: str | Path) -> str:

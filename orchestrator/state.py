@@ -20,10 +20,13 @@ def inspect(out: Path, full: Plan) -> State:
     A copy that differs from its source (a node's ca.crt edited by hand, say) counts as missing."""
     now = datetime.now(UTC)
     found = {p for p in paths(full) if (out / p).is_file()}
+    sources: dict[str, bytes | None] = {}  # certs/ca.crt, copied into every node's folder: read once
     for step in full.steps:
         if not isinstance(step, Copy) or step.dst not in found:
             continue
-        source = _read(out / step.src)
+        if step.src not in sources:
+            sources[step.src] = _read(out / step.src)
+        source = sources[step.src]
         # An imported file (an absolute path) moved away since: the copy in the folder stands.
         gone = source is None and Path(step.src).is_absolute()
         if not gone and _read(out / step.dst) != source:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 
+from orchestrator import runner
 from tests import pkicheck
 from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.pkicheck import CLIENT, SERVER
@@ -357,6 +360,36 @@ def test_a_sigterm_during_the_commit_is_honoured_once_the_commit_is_whole(when: 
     assert (run.returncode, run.stderr) == (143, "interrupted\n")
     assert_full_pki(out, NODES, USERS)  # the commit is whole; the staging area holds only the lock
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+
+
+def test_a_long_commit_honours_a_sigterm_between_two_certs_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a commit of 10,000 certs directories takes longer than a signal may wait. Once the hold
+    has lasted runner._HOLD_SECONDS (here: at once), a SIGTERM is honoured between two certs directories:
+    the one being swapped is whole, the next is not begun, nothing is left in the staging area, and a
+    re-run completes the PKI."""
+    spec = write_spec(tmp_path, 'key_type = "ec"\n' + SPEC)
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "_HOLD_SECONDS", 0.0, raising=False)
+    swapped: list[str] = []
+    real_swap_in = runner._swap_in
+
+    def swap_in(folder: str, *args: Any, **kwargs: Any) -> None:
+        real_swap_in(folder, *args, **kwargs)
+        swapped.append(folder)
+        if len(swapped) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the run holds it: it only records it
+
+    monkeypatch.setattr(runner, "_swap_in", swap_in)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 143
+    assert swapped == ["certs"]
+    assert not (out / "nodes" / "a").exists() and not (out / "nodes" / "b").exists()
+    assert_consistent(out, NODES, USERS)
+    assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}
+    monkeypatch.setattr(runner, "_swap_in", real_swap_in)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert_full_pki(out, NODES, USERS)
 
 
 def test_a_killed_rotation_names_the_kept_key_and_a_re_run_completes_it(

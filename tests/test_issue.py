@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from orchestrator import bundles
 from tests import pkicheck
 from tests.conftest import CLUSTER_SPEC, REPO, crdb, write_spec
 from tests.peers import PostgresServer
@@ -309,3 +310,16 @@ def test_a_leaf_never_outlives_its_ca(tmp_path: Path) -> None:
     second = pkicheck.read(out / "certs/client.b.crt").cert
     assert second.not_valid_after_utc == ca.not_valid_after_utc
     pkicheck.assert_client(out / "certs/client.b.crt", "b", out / "certs/ca.crt", secure=True)
+
+
+def test_each_file_is_found_in_its_certs_directory_by_its_folders() -> None:
+    """Issue 16: the commit and the audit after `issue` look each changed file's certs directory up by its
+    parent folders (not every file against every folder): the same answer, `nodes/a` never taken for
+    `nodes/ab`, and None for what lies in no certs directory."""
+    folders = {"certs": (), "nodes/a": (), "nodes/ab": ()}
+    assert bundles.folder_of("certs/client.root.crt", folders) == "certs"
+    assert bundles.folder_of("nodes/ab/node.crt", folders) == "nodes/ab"
+    assert bundles.folder_of("nodes/a/node.crt", folders) == "nodes/a"
+    assert bundles.folder_of("nodes/abc/node.crt", folders) is None
+    assert bundles.folder_of("requests/node.a.cnf", folders) is None
+    assert bundles.folder_of("certs", folders) is None

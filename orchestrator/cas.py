@@ -31,6 +31,11 @@ class CA:
     def cert(self) -> str:
         return f"{names.CERTS_DIR}/{self.name}.crt"
 
+    def openssl_ca(self) -> list[str]:
+        """`openssl ca` with this CA's config, key and certificate: how every signature, revocation and
+        CRL starts."""
+        return ["openssl", "ca", "-config", self.cnf, "-keyfile", self.key, "-cert", self.cert]
+
     @property
     def database(self) -> str:  # the docs' names for the main CA; a prefix for any other
         return "index.txt" if self.name == "ca" else f"{self.name}.index.txt"

@@ -328,18 +328,7 @@ def sign_steps(
     if profile.random_serials:
         # 128 random bits per certificate, as `cockroach cert` does: no serial is ever issued twice.
         steps.append(RandomSerial(ca.serial))
-    argv = [
-        "openssl",
-        "ca",
-        "-config",
-        ca.cnf,
-        "-keyfile",
-        ca.key,
-        "-cert",
-        ca.cert,
-        "-policy",
-        "signing_policy",
-    ]
+    argv = [*ca.openssl_ca(), "-policy", "signing_policy"]
     reads = [ca.cnf, ca.key, ca.cert, csr, ca.database, ca.serial]
     if extfile:
         argv += ["-extfile", extfile[0], "-extensions", extfile[1]]

@@ -268,21 +268,7 @@ def revoke_plan(spec: Spec, out: Path, chosen: list[Target], reason: str, crl_da
         if target.revoked:
             continue  # marked by a revoke killed before it took the files away: only the rest is left
         ca = target.ca
-        argv = (
-            "openssl",
-            "ca",
-            "-config",
-            ca.cnf,
-            "-keyfile",
-            ca.key,
-            "-cert",
-            ca.cert,
-            "-revoke",
-            target.cert,
-            "-crl_reason",
-            reason,
-            "-batch",
-        )
+        argv = (*ca.openssl_ca(), "-revoke", target.cert, "-crl_reason", reason, "-batch")
         reads = (ca.cnf, ca.key, ca.cert, target.cert, ca.database)
         run = Run(argv, Kind.REVOKE, reads=reads, writes=(ca.database,))
         tasks.append(Task(f"revoke:{ca.name}:{target.serial:X}", f"revoke {target.shown}", (run,)))

@@ -1136,6 +1136,9 @@ def autopilot_command(config: Path | None, out: Path, within: str, metrics_file:
 
     now = datetime.now(UTC)
     window = duration.parse("--within", within)
+    if metrics_file is not None and not metrics_file.parent.is_dir():
+        # Found now, not after renewing: a run whose outcome cannot be written changes nothing.
+        raise SpecError("--metrics", str(metrics_file), "is in a folder that does not exist")
     renewed = 0
 
     def report(failed: bool) -> None:

@@ -102,6 +102,18 @@ def test_a_spec_that_cannot_deploy_is_refused_before_anything_is_renewed(
     assert metrics_of(prom)[autopilot.FAILED] == 1
 
 
+def test_a_metrics_file_in_a_missing_folder_is_refused_before_anything_is_renewed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _issued(tmp_path)
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert crdb("autopilot", "--out", out, "--within", LEAVES, "--metrics", tmp_path / "no/a.prom") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --metrics: "), err
+    assert _snapshot(out) == before
+
+
 @needs_sshd
 def test_autopilot_renews_deploys_and_probes_two_nodes(
     fleet_of: Any,  # noqa: F811

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from orchestrator import cas, script
+from orchestrator import ansible, cas, probe, script
 from orchestrator.certcheck import load_cert
 from orchestrator.spec import Spec
 
@@ -145,3 +146,17 @@ def units(source: Path, config: Path | None, metrics_file: Path | None) -> dict[
         "[Install]\nWantedBy=timers.target\n"
     )
     return {SERVICE: service, TIMER: timer}
+
+
+def stale(spec: Spec, out: Path) -> list[str]:
+    """The nodes that answer with a certificate other than the one this folder issued them: a run that
+    stopped at a failing node left them behind, and nothing new to renew must not hide them."""
+    folder = probe.from_output(spec, out, http=False)
+    options = probe.Options(timeout=5.0, within=timedelta(0))
+    found = []
+    for target in ansible.reach(spec):
+        mine = replace(folder, issued=tuple(i for i in folder.issued if i.node == target.node.name))
+        seen = probe.probe(probe.Target(target.sql_host, target.sql_port), mine, options)
+        if mine.issued and seen.unreachable is None and not seen.issued:
+            found.append(target.node.name)
+    return found

@@ -1159,14 +1159,20 @@ def autopilot_command(config: Path | None, out: Path, within: str, metrics_file:
             chosen = lifecycle.select(the_spec, where, within=window, now=now)
             return lifecycle.renew_plan(the_spec, where, chosen)
 
+        changed: list[str] = []
         if not planner(out).work():
             click.echo(f"{out}: nothing expires within {duration.show(window)}; nothing renewed")
-            report(failed=False)
-            return ExitStatus.OK
-        result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
-        renewed = sum(1 for task in result.plan.work() if task.signer is not None)
-        click.echo(f"renewed {renewed} certificate(s); the files replaced: kept in {result.backup}")
-        changed, _ = lifecycle.touched(the_spec, result.plan)
+        else:
+            result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
+            renewed = sum(1 for task in result.plan.work() if task.signer is not None)
+            click.echo(f"renewed {renewed} certificate(s); the files replaced: kept in {result.backup}")
+            changed, users = lifecycle.touched(the_spec, result.plan)
+            for user in users:
+                click.echo(f"give {user}'s clients their new {names.CERTS_DIR}/{names.client_cert(user)}")
+        behind = [name for name in autopilot.stale(the_spec, out) if name not in changed]
+        if behind:
+            click.echo(f"still serving an older certificate: {', '.join(behind)}")
+        changed += behind
         elsewhere = [name for name in changed if name not in reachable]
         if elsewhere:
             click.echo(f"not deployed: {', '.join(elsewhere)} (Kubernetes: `crdb-certs export k8s`)")

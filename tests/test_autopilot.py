@@ -5,7 +5,9 @@ sshd and stand-in nodes of tests/fleet.py, ansible-playbook, promtool, systemd-a
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -155,6 +157,21 @@ def test_a_node_that_does_not_come_back_fails_the_run_naming_it(
     found = metrics_of(prom)
     assert found[autopilot.FAILED] == 1 and found[autopilot.LAST_SUCCESS] == 0
     assert found[autopilot.RENEWED] > 0
+
+    # The operator mends node1 (its reload by hand); the next run has nothing to renew, but node2 still
+    # serves its old certificate: that is delivered, not hidden behind "nothing renewed".
+    os.kill(fleet.standins["node1"].proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while fleet.served_serial("node1") != fleet.issued_serial("node1") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ran = crdb("autopilot", "--out", fleet.pki, "--within", "1d", "--metrics", prom)
+    printed = capsys.readouterr().out
+    assert ran == 0, printed
+    assert "nothing renewed" in printed and "still serving an older certificate: node2" in printed
+    assert "node1:" not in printed, "a node that serves its certificate is not touched"
+    assert fleet.served_serial("node2") == fleet.issued_serial("node2")
+    found = metrics_of(prom)
+    assert found[autopilot.FAILED] == 0 and found[autopilot.RENEWED] == 0
 
 
 def _mode_bytes(path: Path) -> tuple[bytes, int]:

@@ -242,7 +242,7 @@ def test_export_systemd_writes_a_daily_timer_and_a_service_that_runs_autopilot(
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     out = _issued(tmp_path)
     units = tmp_path / "units"
-    metrics = tmp_path / 'm $x %h "q".prom'
+    metrics = tmp_path / 'm $x %h "q" \\ \'s.prom'
     assert crdb("export", "systemd", "--out", units, "--from", out, "--metrics", metrics) == 0
     verified = subprocess.run(
         ["systemd-analyze", "verify", units / autopilot.SERVICE, units / autopilot.TIMER],

@@ -1031,6 +1031,45 @@ def export_ansible(out: Path, config: Path | None, source: Path) -> int:
     return ExitStatus.OK
 
 
+@export_group.command(name="systemd")
+@click.option(
+    "--out",
+    type=PathParam(path_type=Path, file_okay=False),
+    required=True,
+    help="The folder to write the .service and .timer into (e.g. /etc/systemd/system).",
+)
+@config_option
+@click.option(
+    "--from",
+    "source",
+    type=PathParam(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="The output folder `issue` made (autopilot's --out).",
+)
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=PathParam(path_type=Path, dir_okay=False),
+    default=None,
+    help="autopilot's --metrics: a *.prom file in node_exporter's textfile directory.",
+)
+def export_systemd(out: Path, config: Path | None, source: Path, metrics_file: Path | None) -> int:
+    """crdb-certs-autopilot.service (a oneshot running `crdb-certs autopilot`) and
+    crdb-certs-autopilot.timer (daily, at a random moment within the hour, caught up after downtime).
+    Enable it with `systemctl enable --now crdb-certs-autopilot.timer`.
+    """
+    from orchestrator import autopilot
+
+    load_spec(config, source, check_files=False)  # a folder autopilot could not run on is refused now
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in autopilot.units(source, config, metrics_file).items():
+        (out / name).write_text(text, encoding="utf-8")
+        click.echo(f"{out / name}")
+    click.echo(f"then: systemctl enable --now {autopilot.TIMER}")
+    return ExitStatus.OK
+
+
 @cli.command(name="deploy")
 @config_option
 @out_option("The output folder `issue` made.")
@@ -1069,6 +1108,81 @@ def deploy_command(config: Path | None, out: Path, nodes: str | None, parallel: 
         click.echo(
             f"deployed: {changed} of {len(done)} node(s) changed, all serve their certificate ({took:.1f}s)"
         )
+    return ExitStatus.OK
+
+
+@cli.command(name="autopilot")
+@config_option
+@out_option("The output folder `issue` made.")
+@click.option(
+    "--within", default="30d", show_default=True, help="Renew what expires within this long: 12h, 30d, 2w."
+)
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=PathParam(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the outcome here as Prometheus textfile metrics (a *.prom file node_exporter reads).",
+)
+def autopilot_command(config: Path | None, out: Path, within: str, metrics_file: Path | None) -> int:
+    """Renew the node and client certificates that expire within the window (as `renew --within`), then
+    deploy the nodes whose files changed, one at a time, each probed (as `deploy`). For a timer:
+    `crdb-certs export systemd` writes one.
+
+    A CA inside the window is never rotated unattended: exit 1 and the steps to rotate it. A node that
+    fails stops the roll (exit 1, naming it). The replaced files are kept in OUT/backup/<UTC time>/.
+    """
+    from orchestrator import ansible, autopilot, deploy
+
+    now = datetime.now(UTC)
+    window = duration.parse("--within", within)
+    if metrics_file is not None and not metrics_file.parent.is_dir():
+        # Found now, not after renewing: a run whose outcome cannot be written changes nothing.
+        raise SpecError("--metrics", str(metrics_file), "is in a folder that does not exist")
+    renewed = 0
+
+    def report(failed: bool) -> None:
+        if metrics_file is not None:
+            success = autopilot.previous_success(metrics_file) if failed else now.timestamp()
+            autopilot.write_metrics(metrics_file, autopilot.metrics(now, success, renewed, failed))
+
+    try:
+        the_spec = load_spec(config, out, ui_files=False)
+        reachable = {r.node.name for r in ansible.reach(the_spec)}  # refused before anything changes
+        inside = autopilot.cas_inside(the_spec, out, window, now)
+        if inside:
+            click.echo(autopilot.rotation_steps(out, config, inside))
+            report(failed=True)
+            return ExitStatus.FINDINGS
+
+        def planner(where: Path) -> Plan:
+            chosen = lifecycle.select(the_spec, where, within=window, now=now)
+            return lifecycle.renew_plan(the_spec, where, chosen)
+
+        changed: list[str] = []
+        if not planner(out).work():
+            click.echo(f"{out}: nothing expires within {duration.show(window)}; nothing renewed")
+        else:
+            result = runner.issue(the_spec, out, openssl.find, planner=planner, backup=out / names.BACKUP_DIR)
+            renewed = sum(1 for task in result.plan.work() if task.signer is not None)
+            click.echo(f"renewed {renewed} certificate(s); the files replaced: kept in {result.backup}")
+            changed, users = lifecycle.touched(the_spec, result.plan)
+            for user in users:
+                click.echo(f"give {user}'s clients their new {names.CERTS_DIR}/{names.client_cert(user)}")
+        behind = [name for name in autopilot.stale(the_spec, out) if name not in changed]
+        if behind:
+            click.echo(f"still serving an older certificate: {', '.join(behind)}")
+        changed += behind
+        elsewhere = [name for name in changed if name not in reachable]
+        if elsewhere:
+            click.echo(f"not deployed: {', '.join(elsewhere)} (Kubernetes: `crdb-certs export k8s`)")
+        to_deploy = tuple(name for name in changed if name in reachable)
+        if to_deploy:
+            deploy.run(the_spec, out, to_deploy, 1, False, click.echo)
+    except (UserError, Interrupted):
+        report(failed=True)
+        raise
+    report(failed=False)
     return ExitStatus.OK
 
 

@@ -246,13 +246,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, response, said)
 
     def _reply(self, code: int, body: bytes, said: str) -> None:
+        # The log line first: once the client has its answer it may stop the server (SIGTERM), and a
+        # line still to be written by this thread would be lost with it.
+        when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{when} {self.client_address[0]} {self.command} {code} {said}", file=sys.stderr, flush=True)
         self.send_response(code)
         self.send_header("Content-Type", "application/ocsp-response")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        print(f"{when} {self.client_address[0]} {self.command} {code} {said}", file=sys.stderr, flush=True)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # one line per request, written by _reply

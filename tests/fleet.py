@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from tests.peers import _free_port
+
 SSHD = Path("/usr/sbin/sshd")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_port()  # below the ephemeral range: see peers._free_port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15) -> None:

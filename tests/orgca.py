@@ -126,6 +126,20 @@ authorityKeyIdentifier = keyid
 """
 
 
+_ROOT_CNF = """\
+[ req ]
+distinguished_name = dn
+x509_extensions = root
+prompt = no
+[ dn ]
+CN = unused
+[ root ]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+"""
+
+
 def openssl_chain(folder: Path) -> Chain:
     """Root -> issuing CA, with plain openssl (EC P-256 keys: quick to make)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,9 +150,11 @@ def openssl_chain(folder: Path) -> Chain:
 
     root, root_key = folder / "root.crt", folder / "root.key"
     issuing, issuing_key, csr = folder / "issuing.crt", folder / "issuing.key", folder / "issuing.csr"
-    openssl("req", "-x509", *ec, "-keyout", root_key, "-out", root, "-days", "3650",
-            "-subj", "/O=Example Org/CN=Example Org Root CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    # Its own config, not -addext: OpenSSL 1.1.1's -addext adds a second basicConstraints beside the one
+    # of the default config's v3_ca section (3.x replaces it).
+    (folder / "root.cnf").write_text(_ROOT_CNF)
+    openssl("req", "-x509", *ec, "-keyout", root_key, "-out", root, "-days", "3650", "-config",
+            folder / "root.cnf", "-subj", "/O=Example Org/CN=Example Org Root CA")  # fmt: skip
     openssl("req", "-new", *ec, "-keyout", issuing_key, "-out", csr,
             "-subj", "/O=Example Org/CN=Example Org Issuing CA")  # fmt: skip
     (folder / "ext.cnf").write_text(_INTERMEDIATE_EXT)

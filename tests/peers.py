@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import ssl
@@ -354,5 +355,16 @@ def _close_listener(server: socket.socket) -> None:
 
 
 def _free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return int(s.getsockname()[1])
+    """A loopback port free now, below the kernel's ephemeral range: a port the kernel hands out (bind 0)
+    is in that range, where every outgoing connection of the parallel test workers also takes its local
+    port, so a server started a moment later could find it taken (seen: EADDRINUSE under xdist)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")

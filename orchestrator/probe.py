@@ -484,6 +484,9 @@ def login(target: Target, options: Options) -> pgwire.Answer:
         return pgwire.Answer(False, f"the server refused the TLS connection: {_ssl_reason(e)}")
     except TimeoutError:
         return pgwire.Answer(False, f"timeout: no answer within {options.timeout:g}s")
+    except (ConnectionResetError, BrokenPipeError) as e:
+        # The same verdict when the server closes before its alert is read (seen under load, Python 3.13).
+        return pgwire.Answer(False, f"the server refused the TLS connection: {_os_reason(e)}")
     except OSError as e:
         return pgwire.Answer(False, f"the connection failed ({_os_reason(e)})")
 

@@ -897,6 +897,18 @@ def check_command(target: Path, within: str, output: str) -> int:
     return status
 
 
+def from_option(help: str = "The output folder `issue` made.") -> Callable[[F], F]:
+    """`--from DIR`: the output folder an export reads, the current one unless said otherwise."""
+    return click.option(
+        "--from",
+        "source",
+        type=PathParam(path_type=Path, file_okay=False),
+        default=".",
+        show_default=True,
+        help=help,
+    )
+
+
 @cli.group(name="export", invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
 @click.pass_context
 def export_group(ctx: click.Context) -> None:
@@ -917,14 +929,7 @@ def export_group(ctx: click.Context) -> None:
     help="The namespace of every resource [default: the spec's [kubernetes] namespace, else none given].",
 )
 @config_option
-@click.option(
-    "--from",
-    "source",
-    type=PathParam(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="The output folder `issue` made.",
-)
+@from_option()
 @click.option(
     "--name-prefix",
     default=None,
@@ -1006,14 +1011,7 @@ def export_alert_rules(out: Path) -> int:
     help="The folder to write inventory.yml and deploy.yml into.",
 )
 @config_option
-@click.option(
-    "--from",
-    "source",
-    type=PathParam(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="The output folder `issue` made.",
-)
+@from_option()
 def export_ansible(out: Path, config: Path | None, source: Path) -> int:
     """An Ansible inventory and playbook that deliver each node's certs directory (nodes/<name>/) to its
     certs_dir over SSH, one node at a time: uploaded beside it, put in place in one rename, then the
@@ -1039,14 +1037,7 @@ def export_ansible(out: Path, config: Path | None, source: Path) -> int:
     help="The folder to write the .service and .timer into (e.g. /etc/systemd/system).",
 )
 @config_option
-@click.option(
-    "--from",
-    "source",
-    type=PathParam(path_type=Path, file_okay=False),
-    default=".",
-    show_default=True,
-    help="The output folder `issue` made (autopilot's --out).",
-)
+@from_option("The output folder `issue` made (autopilot's --out).")
 @click.option(
     "--metrics",
     "metrics_file",

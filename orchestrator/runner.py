@@ -15,7 +15,6 @@ import errno
 import fcntl
 import os
 import secrets
-import select
 import shutil
 import signal
 import stat
@@ -24,14 +23,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import backups, bundles, changes, names, phases, plan, script, state
+from orchestrator import backups, bundles, changes, names, phases, plan, script, state, workers
 from orchestrator.cas import signers
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
@@ -282,35 +281,59 @@ def _run(
     for i in sorted(early):
         signals.check()
         _timed_do(steps[i], stage, openssl)
-    # Each new key and the CSR made from it (~90% of the time) depend on nothing else: run those chains
-    # `jobs` at a time, each in a child process; every other step runs here in the plan's order, waiting
-    # only for the chain it reads. Processes, not threads: `sh` forks, and a fork while another thread
-    # runs may deadlock the child (Python 3.12+ warns). This thread forks, and only between commands,
-    # when it is the only thread (OpenSSL.run waits for the threads `sh` starts).
+        _finished(steps[i], progress)
+    # Each new key and the CSR made from it (~90% of the time with RSA keys) depend on nothing else: those
+    # chains run `jobs` at a time in workers (workers.py); every other openssl command (the signatures, in
+    # the plan's order) runs in one more worker, and every other step here, in the plan's order, waiting
+    # only for the chain it reads.
     chains = list(_key_chains(steps).values())
     chain_of = {i: n for n, chain in enumerate(chains) for i in chain}
-    running: dict[int, _Child] = {}
-    finished: set[int] = set()
-    try:
+    started, finished = 0, set[int]()
+    here = -1  # the job number of a command the plan's order runs (chains are 0, 1, ...)
+
+    def wait_for(job: int) -> None:
+        nonlocal started
+        while job not in finished:
+            while started < len(chains) and started - len(finished - {here}) < jobs:
+                pool.submit(started, [_argv(steps[i]) for i in chains[started]], stage)
+                started += 1
+            for n, error in pool.wait():
+                if error:
+                    signals.check()  # openssl killed by the signal the run got (a unit's control group)
+                    raise RunError(error)
+                finished.add(n)
+            signals.check()
+
+    with workers.Pool(openssl, jobs + 1, signals.wakeup) as pool:
         for i, step in enumerate(steps):
+            if i in early:
+                continue
+            signals.check()
             if i in chain_of:
-                while chain_of[i] not in finished:
-                    with phases.phase("keys and requests (starting them)"):
-                        _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
-                    with phases.phase("keys and requests (waiting for them)"):
-                        finished.add(_reap(running))
-            elif i not in early:
-                with phases.phase("keys and requests (starting them)"):
-                    _start_chains(chains, steps, running, finished, jobs, stage, openssl, signals)
-                signals.check()
+                with phases.phase("keys and requests (waiting for them)"):
+                    wait_for(chain_of[i])
+                _check_outputs(step, stage)
+            elif isinstance(step, Run):
+                with phases.phase(f"openssl: {step.kind.value}"):
+                    pool.submit(here, [step.argv], stage)
+                    wait_for(here)
+                    finished.discard(here)
+                _check_outputs(step, stage)
+            else:
                 _timed_do(step, stage, openssl)
-            if isinstance(step, Verify):
-                with phases.phase("progress"):
-                    progress(step.expect.cert)
-    finally:
-        while running:  # after a failure: let the others end before the staging folder is removed
-            with suppress(BaseException):
-                _reap(running)
+            _finished(step, progress)
+
+
+def _argv(step: Step) -> tuple[str, ...]:
+    assert isinstance(step, Run)
+    return step.argv
+
+
+def _finished(step: Step, progress: Progress) -> None:
+    """A step is done (here, or in a worker): a certificate verified is one more on the progress line."""
+    if isinstance(step, Verify):
+        with phases.phase("progress"):
+            progress(step.expect.cert)
 
 
 def _only_folders_written(step: MakeDirs, todo: Plan) -> MakeDirs:
@@ -320,73 +343,6 @@ def _only_folders_written(step: MakeDirs, todo: Plan) -> MakeDirs:
     used = {str(Path(p).parent) for s in todo.steps for p in writes(s)}
     nodes = names.NODES_DIR + "/"
     return MakeDirs(tuple(p for p in step.paths if p in used or not p.startswith(nodes)))
-
-
-@dataclass(frozen=True)
-class _Child:
-    pid: int
-    error: int  # the read end of a pipe: what the child failed with, if it did, then EOF when it ends
-
-
-def _start_chains(
-    chains: list[list[int]],
-    steps: list[Step],
-    running: dict[int, _Child],
-    finished: set[int],
-    jobs: int,
-    stage: Path,
-    openssl: OpenSSL | None,
-    signals: _Signals,
-) -> None:
-    """Start the next chains in plan order, until `jobs` run. They start in order, so the ones started
-    are the first len(running) + len(finished): no need to look at those again (issue 16)."""
-    for n in range(len(running) + len(finished), len(chains)):
-        if len(running) >= jobs:
-            return
-        running[n] = _fork([steps[i] for i in chains[n]], stage, openssl, signals)
-
-
-_INTERRUPTED = "interrupted by signal "  # how a child says a signal stopped it (anything else: a RunError)
-
-
-def _fork(steps: list[Step], stage: Path, openssl: OpenSSL | None, signals: _Signals) -> _Child:
-    """Run `steps` in a child process; `_reap` says how it ended."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into the caller's code
-        status = 0
-        try:
-            os.close(read)
-            for step in steps:
-                signals.check()  # the child inherits the handlers: a Ctrl-C reaches it too
-                _do(step, stage, openssl)
-        except BaseException as e:
-            status = 1
-            said = str(e) if isinstance(e, RunError) else f"{type(e).__name__}: {e}"
-            if isinstance(e, Interrupted):
-                said = f"{_INTERRUPTED}{e.signum}"
-            with suppress(OSError):
-                os.write(write, said.encode())
-        finally:
-            os._exit(status)
-    os.close(write)
-    return _Child(pid, read)
-
-
-def _reap(running: dict[int, _Child]) -> int:
-    """Wait for the first of the running chains to end; return its number, or raise what it failed with."""
-    by_fd = {child.error: n for n, child in running.items()}
-    ready, _, _ = select.select(list(by_fd), [], [])
-    n = by_fd[ready[0]]
-    child = running.pop(n)
-    with os.fdopen(child.error, "rb") as error:
-        said = error.read().decode(errors="replace")
-    _, status = os.waitpid(child.pid, 0)
-    if said.startswith(_INTERRUPTED):
-        raise Interrupted(int(said.removeprefix(_INTERRUPTED)))
-    if said or status != 0:
-        raise RunError(said or f"the process making a key ended with wait status {status}")
-    return n
 
 
 def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
@@ -406,9 +362,7 @@ def _key_chains(steps: list[Step]) -> dict[int, list[int]]:
 
 def _timed_do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
     """_do, its time counted in the phase its kind of step belongs to (orchestrator/phases.py)."""
-    if isinstance(step, Run):
-        name = f"openssl: {step.kind.value}"
-    elif isinstance(step, Verify):
+    if isinstance(step, Verify):
         name = "verification"
     elif is_config(step):
         name = "configs written"
@@ -420,11 +374,10 @@ def _timed_do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
 
 def _do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
     match step:
-        case Run(argv=argv, writes=writes):
+        case Run(argv=argv):
             assert openssl is not None  # `issue` finds it when the plan has a command to run
             openssl.run(argv, stage)
-            for path in writes:
-                _check_output(stage / path, argv)
+            _check_outputs(step, stage)
         case MakeDirs(paths=paths):
             for p in paths:
                 (stage / p).mkdir(mode=names.DIR_MODE, parents=True, exist_ok=True)
@@ -454,8 +407,14 @@ def _do(step: Step, stage: Path, openssl: OpenSSL | None) -> None:
                 raise RunError("openssl made a certificate other than the one asked for: " + "; ".join(wrong))
 
 
-def _check_output(path: Path, argv: tuple[str, ...]) -> None:
+def _check_outputs(step: Step, stage: Path) -> None:
     """openssl can exit 0 without writing anything (`openssl ca` declining to sign): read back each output."""
+    if isinstance(step, Run):
+        for path in step.writes:
+            _check_output(stage / path, step.argv)
+
+
+def _check_output(path: Path, argv: tuple[str, ...]) -> None:
     try:
         if path.suffix == ".key":
             load_key(path)
@@ -701,6 +660,8 @@ class _Signals:
 
     def __init__(self) -> None:
         self.received: list[int] = []
+        # Readable once a signal came (signal.set_wakeup_fd): a run waiting for its workers wakes up.
+        self.wakeup: int | None = None
 
     def check(self) -> None:
         if self.received:
@@ -716,9 +677,18 @@ class _Signals:
             self.received.append(signum)
 
         previous = {sig: signal.signal(sig, record) for sig in (signal.SIGTERM, signal.SIGINT)}
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        previous_wakeup = signal.set_wakeup_fd(write)
+        self.wakeup = read
         try:
             yield
         finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            self.wakeup = None
+            os.close(read)
+            os.close(write)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

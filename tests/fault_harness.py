@@ -2,7 +2,7 @@
 
     python -m tests.fault_harness WHEN LOG crdb-certs-arguments...
 
-An event is a finished plan step (`runner._do` returned: "Write", "Run:genrsa", "Verify", ...) or a rename
+An event is a finished plan step (`runner._finished`: "Write", "Run:genrsa", "Verify", ...) or a rename
 made while committing ("replace index.txt", "rename certs", "link ca.key"). Each event is appended to LOG
 before WHEN is looked at, so WHEN = "never" lists every point at which a kill can land. WHEN = "Verify"
 kills after the first event that starts with that text, "Run:ca@2" after the second one (keys are made
@@ -35,8 +35,8 @@ def install(when: str, log: Path) -> None:
     killed = log.with_name(log.name + ".killed")
 
     def event(what: str) -> None:
-        # Keys are made in child processes (runner._run): they log here too, one process at a time. After
-        # the kill, the children left running as orphans finish their keys unlogged (the run is over).
+        # openssl runs in worker processes (orchestrator/workers.py), but every step is counted here, in
+        # the run's process, once it is done: the kill lands between two steps of the run.
         with log.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             if killed.exists():
@@ -47,19 +47,17 @@ def install(when: str, log: Path) -> None:
             if what.startswith(prefix) and seen == int(nth or 1):
                 killed.touch()
                 os.kill(run, sent)
-                if os.getpid() != run:
-                    os.kill(os.getpid(), signal.SIGKILL)  # a child: it stops where the event happened
 
-    real_do = runner._do
+    real_finished = runner._finished
 
-    def do(step: Any, stage: Path, openssl: Any) -> None:
-        real_do(step, stage, openssl)
+    def finished(step: Any, progress: Any) -> None:
+        real_finished(step, progress)
         kind = type(step).__name__
         if kind == "Run":
             kind += ":" + step.argv[1]
         event(kind)
 
-    runner._do = do  # type: ignore[assignment]
+    runner._finished = finished  # type: ignore[assignment]
 
     def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:

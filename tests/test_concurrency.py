@@ -107,12 +107,14 @@ def test_two_different_specs_at_once_with_sequential_serials(tmp_path: Path) -> 
         pkicheck.assert_chains(out / f"certs/client.{user}.crt", ca)
 
 
-# Reports every fork made while the process runs another Python thread, on any Python. On 3.12+, CPython
-# also warns when the kernel counts more than one thread (posixmodule.c, warn_about_fork_with_threads):
-# that warning cannot be made an error, as CPython clears it (PyErr_Clear) after warning, so `-W error`
-# would let it pass; `-W always` prints it, and the test reads it. (On 3.11, a joined thread can still be
-# on its way out in the kernel for a moment: the kernel's count is left to 3.13, whose join waits for it.)
-FORK_WATCH = """\
+# Reports every fork made while the process runs another Python thread, on any Python, in the run and in
+# each of its workers (orchestrator/workers.py, where `sh` forks). On 3.12+, CPython also warns when the
+# kernel counts more than one thread (posixmodule.c, warn_about_fork_with_threads): that warning cannot be
+# made an error, as CPython clears it (PyErr_Clear) after warning, so `-W error` would let it pass;
+# `-W always` prints it (the workers are given the run's -W options), and the test reads it. (On 3.11, a
+# joined thread can still be on its way out in the kernel for a moment: the kernel's count is left to
+# 3.13, whose join waits for it.)
+WATCH = """
 import os, sys, threading
 
 def before_fork():
@@ -120,6 +122,13 @@ def before_fork():
         sys.stderr.write(f"fork beside another thread: {[t.name for t in threading.enumerate()]}\\n")
 
 os.register_at_fork(before=before_fork)
+"""
+FORK_WATCH = f"""\
+import sys
+WATCH = {WATCH!r}
+exec(WATCH)
+from orchestrator import workers
+workers.SERVE = WATCH + workers.SERVE
 from orchestrator.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -246,9 +246,9 @@ def test_a_killed_update_leaves_old_or_new_never_a_mix(
 
 
 def _wrapper(folder: Path, kill_at: int, real: str) -> Path:
-    """An `openssl` that counts its invocations and, at the k-th, SIGKILLs crdb-certs (its parent, and the
-    process making that key if it is one) and then runs the real openssl as an orphan, as a crash in the
-    middle of a step would leave it."""
+    """An `openssl` that counts its invocations and, at the k-th, SIGKILLs crdb-certs (the run, and the
+    worker running that openssl) and then runs the real openssl as an orphan, as a crash in the middle of
+    a step would leave it."""
     bin_dir = folder / "bin"
     bin_dir.mkdir()
     counter = folder / "count"
@@ -262,7 +262,7 @@ echo "$n" > '{counter}'
 flock -u 9
 echo "$n $1" >> '{counter}.log'
 if [ "$n" -eq {kill_at} ]; then
-    # crdb-certs: the parent, or the parent's parent when the parent is a process making keys (runner._run)
+    # openssl's parent is a worker (orchestrator/workers.py), whose parent is the run
     grand=$(awk '{{print $4}}' /proc/$PPID/stat)
     if tr '\\0' ' ' < /proc/$grand/cmdline | grep -q orchestrator; then kill -9 "$grand"; fi
     kill -9 "$PPID"
@@ -339,12 +339,19 @@ def test_what_an_orphaned_openssl_writes_during_the_next_run_is_removed_at_its_e
     assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}
 
 
+# openssl's parent is a worker (orchestrator/workers.py), whose parent is the run.
+_THE_RUN = "$(awk '{print $4}' /proc/$PPID/stat)"
+
+
+@pytest.mark.parametrize("who", ["the run", "the run, its worker and openssl"])
 @pytest.mark.parametrize(("signal_name", "status"), [("TERM", 143), ("INT", 130)])
-def test_sigterm_removes_the_staging_folder(signal_name: str, status: int, tmp_path: Path) -> None:
-    """SIGTERM (docker stop, a CI timeout) or SIGINT (Ctrl-C) arrives while `openssl ca` runs: the run
+def test_sigterm_removes_the_staging_folder(signal_name: str, status: int, who: str, tmp_path: Path) -> None:
+    """SIGTERM (docker stop, a CI timeout) or SIGINT (Ctrl-C) arrives while `openssl ca` runs, at the run
+    alone (`kill PID`) or at every process of it (systemd stopping a unit's control group): the run
     ends before its next step, says `interrupted` and exits as a shell reports the signal; its staging
     folder with the new keys is removed, nothing is put in place."""
-    run, out = _issue_running_before_each_ca(tmp_path, f'kill -{signal_name} "$PPID"')
+    targets = f'"{_THE_RUN}"' + (' "$PPID" $$' if who != "the run" else "")
+    run, out = _issue_running_before_each_ca(tmp_path, f"kill -{signal_name} {targets}")
     assert (run.returncode, run.stderr) == (status, "interrupted\n")
     assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}
 

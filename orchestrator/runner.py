@@ -283,32 +283,49 @@ def _run(
         _timed_do(steps[i], stage, openssl)
         _finished(steps[i], progress)
     # Each new key and the CSR made from it (~90% of the time with RSA keys) depend on nothing else: those
-    # chains run `jobs` at a time in workers (workers.py); every other openssl command (the signatures, in
-    # the plan's order) runs in one more worker, and every other step here, in the plan's order, waiting
-    # only for the chain it reads.
+    # chains run `jobs` at a time in workers (workers.py), ahead of need; every other openssl command (the
+    # signatures, in the plan's order) runs in one more worker, and every other step here, in the plan's
+    # order, waiting only for the chain it reads. A certificate is verified while the next one is signed.
     chains = list(_key_chains(steps).values())
     chain_of = {i: n for n, chain in enumerate(chains) for i in chain}
-    started, finished = 0, set[int]()
-    here = -1  # the job number of a command the plan's order runs (chains are 0, 1, ...)
+    started, running, done = 0, 0, set[int]()
+    here = -1  # the job number of a command run in the plan's order (chains are 0, 1, ...)
+    unverified: list[Verify] = []
+    unverified_reads: set[str] = set()
 
     def wait_for(job: int) -> None:
-        nonlocal started
-        while job not in finished:
-            while started < len(chains) and started - len(finished - {here}) < jobs:
-                pool.submit(started, [_argv(steps[i]) for i in chains[started]], stage)
-                started += 1
+        nonlocal started, running
+        while job not in done:
+            while started < len(chains) and running < jobs:
+                pool.submit(started, [_argv(steps[i]) for i in chains[started]], stage, ahead=True)
+                started, running = started + 1, running + 1
             for n, error in pool.wait():
                 if error:
                     signals.check()  # openssl killed by the signal the run got (a unit's control group)
                     raise RunError(error)
-                finished.add(n)
+                done.add(n)
+                running -= n != here
             signals.check()
+        done.discard(here)
 
-    with workers.Pool(openssl, jobs + 1, signals.wakeup) as pool:
+    def verify() -> None:
+        for step in unverified:
+            _timed_do(step, stage, openssl)
+            _finished(step, progress)
+        unverified.clear()
+        unverified_reads.clear()
+
+    with workers.Pool(openssl, jobs, signals.wakeup) as pool:
         for i, step in enumerate(steps):
             if i in early:
                 continue
             signals.check()
+            if isinstance(step, Verify):
+                unverified.append(step)
+                unverified_reads.update(reads(step))
+                continue
+            if not unverified_reads.isdisjoint(writes(step)):
+                verify()
             if i in chain_of:
                 with phases.phase("keys and requests (waiting for them)"):
                     wait_for(chain_of[i])
@@ -316,12 +333,14 @@ def _run(
             elif isinstance(step, Run):
                 with phases.phase(f"openssl: {step.kind.value}"):
                     pool.submit(here, [step.argv], stage)
+                verify()  # the certificates made before, while this command runs
+                with phases.phase(f"openssl: {step.kind.value}"):
                     wait_for(here)
-                    finished.discard(here)
                 _check_outputs(step, stage)
             else:
                 _timed_do(step, stage, openssl)
             _finished(step, progress)
+        verify()
 
 
 def _argv(step: Step) -> tuple[str, ...]:

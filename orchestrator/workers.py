@@ -42,17 +42,23 @@ SERVE = "import sys; sys.path.insert(0, sys.argv[1]); from orchestrator.workers 
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
+    ahead: bool  # runs work done ahead of need (keys), at a lower priority
     job: int | None = None  # the job it runs, None when idle
     said: bytearray = field(default_factory=bytearray)  # what it wrote of its answer so far
 
 
 class Pool:
-    """At most `size` workers, started as jobs need them. `submit` gives a job to an idle one; `wait`
-    returns the jobs that ended since, with their errors. Close it (a `with` block): idle workers are
-    told to end, busy ones are killed with what they run."""
+    """Workers, started as jobs need them: up to `ahead` for work done ahead of need (keys and their
+    CSRs), and one for the commands run in the plan's order (signatures). `submit` gives a job to an idle
+    one; `wait` returns the jobs that ended since, with their errors. Close it (a `with` block): idle
+    workers are told to end, busy ones are killed with what they run.
 
-    def __init__(self, tool: OpenSSL | None, size: int, wakeup: int | None = None) -> None:
-        self.tool, self.size, self.wakeup = tool, size, wakeup
+    The workers ahead run at a lower priority (nice): the signatures, one after another, are what a run
+    waits for, and with as many workers as cores they would otherwise get a core only part of the time
+    (2,000 EC nodes on 2 cores: ~20% longer)."""
+
+    def __init__(self, tool: OpenSSL | None, ahead: int, wakeup: int | None = None) -> None:
+        self.tool, self.ahead, self.wakeup = tool, ahead, wakeup
         self.workers: list[_Worker] = []
 
     def __enter__(self) -> Pool:
@@ -61,12 +67,9 @@ class Pool:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    @property
-    def busy(self) -> int:
-        return sum(w.job is not None for w in self.workers)
-
-    def submit(self, job: int, argvs: Sequence[tuple[str, ...]], cwd: Path) -> None:
-        worker = next((w for w in self.workers if w.job is None), None) or self._start()
+    def submit(self, job: int, argvs: Sequence[tuple[str, ...]], cwd: Path, ahead: bool = False) -> None:
+        idle = (w for w in self.workers if w.job is None and w.ahead == ahead)
+        worker = next(idle, None) or self._start(ahead)
         line = json.dumps({"cwd": str(cwd.absolute()), "argvs": [list(a) for a in argvs]}) + "\n"
         assert worker.process.stdin is not None
         try:
@@ -116,9 +119,9 @@ class Pool:
                 worker.process.stdout.close()
         self.workers.clear()
 
-    def _start(self) -> _Worker:
+    def _start(self, ahead: bool) -> _Worker:
         assert self.tool is not None, "a job to run, and no openssl found"
-        assert len(self.workers) < self.size, "more jobs than workers"
+        assert sum(w.ahead == ahead for w in self.workers) < (self.ahead if ahead else 1), "too many jobs"
         package_parent = str(Path(orchestrator.__file__).resolve().parent.parent)
         process = subprocess.Popen(
             [
@@ -130,13 +133,14 @@ class Pool:
                 package_parent,
                 self.tool.path,
                 self.tool.version,
+                str(_NICE_AHEAD if ahead else 0),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd="/",
             process_group=0,
         )
-        worker = _Worker(process)
+        worker = _Worker(process, ahead)
         self.workers.append(worker)
         return worker
 
@@ -144,6 +148,9 @@ class Pool:
     def _ended(worker: _Worker) -> str:
         code = worker.process.wait()
         return f"signal {-code}" if code < 0 else f"exit status {code}"
+
+
+_NICE_AHEAD = 10  # CFS gives a nice-10 process ~1/10 of a core that a nice-0 one wants
 
 
 def _kill_group(pid: int) -> None:
@@ -161,8 +168,9 @@ def _drain(fd: int) -> None:
 
 def serve() -> None:
     """A worker: run each job read from stdin, answer on stdout, until end-of-file or its run is gone."""
-    path, version = sys.argv[2], sys.argv[3]
+    path, version, nice = sys.argv[2], sys.argv[3], int(sys.argv[4])
     tool = OpenSSL(path, version)
+    os.nice(nice)
     # A SIGINT sent to every process of the run ends this one as SIGTERM does, without a traceback: the
     # run tells the user what happened.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -84,7 +84,13 @@ def build_import(spec: Spec, returned: dict[str, str]) -> Plan:
 
 def request_of(task: Task) -> str:
     """The CSR a certificate's task writes (requests/<name>.csr)."""
-    return next(s.writes[0] for s in task.steps if isinstance(s, Run) and s.kind is Kind.REQUEST)
+    return next(
+        path
+        for s in task.steps
+        if isinstance(s, Run) and s.kind in (Kind.REQUEST, Kind.KEY_AND_REQUEST)
+        for path in s.writes
+        if path.endswith(".csr")
+    )
 
 
 def _is_signing(step: Step) -> bool:

@@ -234,7 +234,7 @@ def _new_signer(task: Task) -> bool:
     assert task.expect is not None
     cert = task.expect.cert
     return any(
-        (isinstance(s, Run) and s.kind is Kind.KEY)
+        (isinstance(s, Run) and s.keygen)
         or (isinstance(s, Append) and s.dst == cert)
         or (isinstance(s, Copy) and s.dst == cert)
         for s in task.steps

@@ -44,6 +44,9 @@ class Profile:
     # The docs profiles render the docs' files byte for byte (tests/test_golden.py): the docs' own comments
     # and none of the `# secure:` ones, even on a line they share with secure (docs-v19's CN policy).
     docs_verbatim: bool
+    # secure: a new key and its CSR come from one `openssl req -newkey` (one process fewer per certificate,
+    # issue 16); the docs: `openssl genrsa`, then `openssl req -key`, as the page writes them.
+    key_with_request: bool
 
     @property
     def san_critical(self) -> bool:
@@ -67,6 +70,7 @@ _SECURE = Profile(
     ca_key_id=True,
     crl_sign=True,
     docs_verbatim=False,
+    key_with_request=True,
 )
 _DOCS = Profile(
     ProfileName.DOCS,
@@ -83,6 +87,7 @@ _DOCS = Profile(
     ca_key_id=False,
     crl_sign=False,
     docs_verbatim=True,
+    key_with_request=False,
 )
 _DOCS_V19 = Profile(
     ProfileName.DOCS_V19,
@@ -99,5 +104,6 @@ _DOCS_V19 = Profile(
     ca_key_id=False,
     crl_sign=False,
     docs_verbatim=True,
+    key_with_request=False,
 )
 PROFILES = {p.name: p for p in (_SECURE, _DOCS, _DOCS_V19)}

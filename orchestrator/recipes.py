@@ -166,8 +166,7 @@ def node_task(
     )
     steps = (
         Write(cnf, cnf_text),
-        *(key_steps(key, spec) if new_key else ()),
-        request_step(cnf, key, csr, ascii_only=True),
+        *key_and_request_steps(cnf, key, csr, spec, profile, new_key),
         *sign_steps(ca, profile, "signing_node_req", csr, cert, extfile, days),
         Verify(expect),
     )
@@ -205,8 +204,7 @@ def client_task(
     )
     steps: tuple[Step, ...] = (
         Write(cnf, cnf_text),
-        *(key_steps(request.key, spec) if new_key else ()),
-        request_step(cnf, request.key, csr, ascii_only=request.user.isascii()),
+        *key_and_request_steps(cnf, request.key, csr, spec, profile, new_key, request.user.isascii()),
         *sign_steps(ca, profile, "signing_client_req", csr, request.cert, None, days),
         Verify(expect),
     )
@@ -272,8 +270,7 @@ def ui_task(
     )
     steps = (
         Write(cnf, cnf_text),
-        *(key_steps(key, spec) if new_key else ()),
-        request_step(cnf, key, csr, ascii_only=True),
+        *key_and_request_steps(cnf, key, csr, spec, profile, new_key),
         *sign_steps(ca, profile, "signing_node_req", csr, cert, (cnf, "ui_certificate"), days),
         Verify(expect),
     )
@@ -310,6 +307,28 @@ def request_step(cnf: str, key: str, csr: str, ascii_only: bool) -> Run:
         Kind.REQUEST,
         reads=(cnf, key),
         writes=(csr,),
+    )
+
+
+def key_and_request_steps(
+    cnf: str, key: str, csr: str, spec: Spec, profile: Profile, new_key: bool, ascii_only: bool = True
+) -> tuple[Step, ...]:
+    """A certificate's CSR, and first its key when it needs a new one: in one `openssl req -newkey` when
+    the profile says so (the same key as genpkey/genrsa make: unencrypted PKCS#8, under umask 077)."""
+    if not new_key:
+        return (request_step(cnf, key, csr, ascii_only),)
+    if not profile.key_with_request:
+        return (*key_steps(key, spec), request_step(cnf, key, csr, ascii_only))
+    utf8 = () if ascii_only else ("-utf8",)
+    if spec.key_type == "ec":
+        newkey: tuple[str, ...] = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256")
+    else:
+        newkey = ("-newkey", f"rsa:{spec.key_bits}")
+    # -nodes: no passphrase (OpenSSL 3 also calls it -noenc, which 1.1.1 does not know).
+    argv = ("openssl", "req", "-new", *utf8, "-config", cnf, *newkey, "-nodes", "-keyout", key, "-out", csr)
+    return (
+        Run((*argv, "-batch"), Kind.KEY_AND_REQUEST, reads=(cnf,), writes=(key, csr)),
+        Chmod(names.KEY_MODE, key),
     )
 
 

@@ -353,8 +353,7 @@ def responder_task(spec: Spec, ca: CA, out: Path) -> Task:
     steps: tuple[Step, ...] = (
         MakeDirs((names.OCSP_DIR, names.REQUESTS_DIR)),
         Write(cnf, render("ocsp-responder.cnf.j2", common_name=common_name)),
-        *recipes.key_steps(key, spec),
-        recipes.request_step(cnf, key, csr, ascii_only=True),
+        *recipes.key_and_request_steps(cnf, key, csr, spec, profile, new_key=True),
         *recipes.sign_steps(ca, profile, "ocsp_responder", csr, cert, (cnf, "ocsp_responder"), days),
         Remove((f"{names.CERTS_DIR}/*.pem",)),  # openssl ca -outdir's copy, as `issue` removes them
         Verify(expect),

@@ -18,6 +18,7 @@ class Kind(Enum):
 
     KEY = "key"  # genrsa / genpkey: depends on nothing but mkdir, so keys are made in parallel
     REQUEST = "request"  # req -new: a CSR from a key (made in the same chain as its key)
+    KEY_AND_REQUEST = "key and request"  # req -new -newkey: both in one command, in parallel like a key
     SELF_SIGN = "self-sign"  # req -x509: a CA certificate
     SIGN = "sign"  # ca: a certificate signed with a CA's key, one at a time (the CA database)
     CONVERT = "convert"  # pkcs8, x509: another form of a file that exists
@@ -35,7 +36,7 @@ class Run:
 
     @property
     def keygen(self) -> bool:
-        return self.kind is Kind.KEY
+        return self.kind in (Kind.KEY, Kind.KEY_AND_REQUEST)
 
 
 @dataclass(frozen=True)

@@ -212,8 +212,9 @@ def premade_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def issue_with_premade_keys(the_spec: spec.Spec, out: Path, keys: dict[str, Path]) -> Plan:
-    """Run the real plan step by step with the runner's own executor and real openssl; only `genrsa` is
-    replaced by copying a key made beforehand (the CA key for my-safe-directory/, the other for leaves)."""
+    """Run the real plan step by step with the runner's own executor and real openssl; only a key's
+    generation is replaced by copying a key made beforehand (the CA key for my-safe-directory/, the other
+    for leaves)."""
     todo = plan.build(the_spec)
     tool = openssl.find()
     out.mkdir(parents=True, exist_ok=True)
@@ -221,10 +222,23 @@ def issue_with_premade_keys(the_spec: spec.Spec, out: Path, keys: dict[str, Path
         if isinstance(step, Run) and step.keygen:
             target = out / step.writes[0]
             source = keys["ca"] if target.parent.name == "my-safe-directory" else keys["leaf"]
-            shutil.copyfile(source, target)
+            _premade(step, source, out, tool)
         else:
             runner._do(step, out, tool)
     return todo
+
+
+def _premade(step: Run, key: Path, out: Path, tool: openssl.OpenSSL) -> None:
+    """A key step done with a copy of `key`; `openssl req -newkey` (key and CSR in one command) becomes
+    the same request made from that key (`-key` for `-newkey ... -keyout`)."""
+    shutil.copyfile(key, out / step.writes[0])
+    if step.kind is Kind.KEY_AND_REQUEST:
+        argv, dropped = list(step.argv), {"-newkey": 2, "-pkeyopt": 2, "-nodes": 1}
+        for option, width in dropped.items():
+            if option in argv:
+                del argv[argv.index(option) : argv.index(option) + width]
+        argv[argv.index("-keyout")] = "-key"
+        runner._do(Run(tuple(argv), Kind.REQUEST, writes=step.writes[1:]), out, tool)
 
 
 # --------------------------------------------------------------------------- the corpus, every field
@@ -610,7 +624,7 @@ def _sign_one(the_spec: spec.Spec, base: Path, keys: dict[str, Path], task_prefi
         if task.id == "dirs" or task.id.startswith(task_prefix) or task.id in ("cleanup", "bundles"):
             for step in task.steps:
                 if isinstance(step, Run) and step.keygen:
-                    shutil.copyfile(keys["leaf"], work / step.writes[0])
+                    _premade(step, keys["leaf"], work, tool)
                 else:
                     runner._do(step, work, tool)
     return work

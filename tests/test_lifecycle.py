@@ -256,12 +256,12 @@ def test_renew_plan_prints_the_commands_and_writes_nothing(
     assert snapshot(out) == before
     assert "openssl req -new -config requests/node.n1.cnf -key nodes/n1/node.key" in printed
     assert "openssl ca " in printed and "-in requests/node.n1.csr" in printed
-    assert "genpkey" not in printed  # --keep-keys: no new key
+    assert "genpkey" not in printed and "-newkey" not in printed  # --keep-keys: no new key
     assert "node.n2" not in printed  # exactly the node asked for
     assert "cp -p --parents" in printed and "nodes/n1/node.crt" in printed  # the backup, as a command
     assert crdb("renew", "--config", spec, "--out", out, "--clients", "root", "--plan") == 0
     printed = capsys.readouterr().out
-    assert "openssl genpkey -algorithm EC" in printed and "-out certs/client.root.key" in printed
+    assert "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout certs/client.root.key" in printed
     assert 'mv certs/client.root.key "$backup"/certs/' in printed  # openssl cannot write over a 0400 key
 
 

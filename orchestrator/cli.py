@@ -37,6 +37,7 @@ from orchestrator import (
     runner,
     script,
     spec,
+    stamp,
     state,
 )
 from orchestrator.errors import ExitStatus, Interrupted, RunError, SpecError, UserError
@@ -304,14 +305,35 @@ def issue(
 
     Nothing that exists is replaced or taken away unless --reissue or --prune says so.
     """
+    say = _say(quiet)
+    # Nothing touched since the last clean run with this spec: the same answer, without planning (stamp.py).
+    given = stamp.source(config, out)
+    stamp_key = stamp.key(*given, profile, key_type) if given else None
+    if stamp_key is not None and reissue is None and not prune and runner.unchanged(out, stamp_key):
+        (click.echo if check else say)(f"{out}: up to date" + ("" if check else ", nothing changed"))
+        return ExitStatus.OK
+
+    def input_key() -> str | None:
+        """The run's input, as the next run will see it: without --config, the record it just wrote."""
+        if config is not None:
+            return stamp_key
+        written = stamp.source(None, out)
+        return stamp.key(*written, profile, key_type) if written else None
+
     the_spec = load_spec(config, out, profile, key_type)
     asked = changes.Asked(frozenset(_csv(reissue)), prune)
     if check:
         return _check_issue(the_spec, out, asked)
-    say = _say(quiet)
 
     def planner(where: Path) -> Plan:
         return runner.pending(the_spec, where, asked)
+
+    def finish(result: runner.Result) -> bool:
+        """The audit, under the run's lock: whether it looked at every certs directory and said nothing."""
+        with phases.phase("audit"):
+            clean = _audit_issued(out, result.plan, result.changed, say)
+            runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
+        return clean
 
     backup = out / names.BACKUP_DIR
     if sys.stdout.isatty() and not quiet:
@@ -346,14 +368,28 @@ def issue(
                 bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}", refresh=True)
 
             result = runner.issue(
-                the_spec, out, openssl.find, jobs or 0, progress=advance, planner=counted, backup=backup
+                the_spec,
+                out,
+                openssl.find,
+                jobs or 0,
+                progress=advance,
+                planner=counted,
+                backup=backup,
+                finish=finish,
+                stamp_key=input_key,
             )
     else:
-        result = runner.issue(the_spec, out, openssl.find, jobs or 0, planner=planner, backup=backup)
+        result = runner.issue(
+            the_spec,
+            out,
+            openssl.find,
+            jobs or 0,
+            planner=planner,
+            backup=backup,
+            finish=finish,
+            stamp_key=input_key,
+        )
     made = [t.title for t in result.plan.work()]
-    with phases.phase("audit"):
-        _audit_issued(out, result.plan, result.changed, say)
-        runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
     if not result.changed:
         say(f"{out}: up to date, nothing changed")
         return ExitStatus.OK
@@ -1383,24 +1419,28 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
     return ExitStatus.FINDINGS if shown else ExitStatus.OK  # as diff(1): 1 when they differ
 
 
-def _audit_issued(out: Path, todo: Plan, changed: tuple[str, ...], say: Say) -> None:
+def _audit_issued(out: Path, todo: Plan, changed: tuple[str, ...], say: Say) -> bool:
     """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
-    health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201."""
+    health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201.
+    True when it audited every one and found nothing to say."""
     found = (bundles.folder_of(path, todo.bundles) for path in changed)  # by parent folder: issue 16
     written = {folder for folder in found if folder is not None}
-    failed = []
-    for folder in written or todo.bundles:
+    audited = written or set(todo.bundles)
+    failed, clean = [], audited >= set(todo.bundles)
+    for folder in audited:
         report = audit.audit(out / folder)
         if report.errors:
             _err(report.text(("error",)))
             failed.append(f"{folder} ({len(report.errors)} error{'s' if len(report.errors) > 1 else ''})")
         elif report.count("warning"):
             say(report.text(("warning",)))
+        clean = clean and not report.errors and not report.count("warning")
     if failed:
         raise audit.AuditFailed(
             f"audit: CockroachDB would refuse {', '.join(failed)} in {out}: see the findings above"
             " (`crdb-certs audit <dir>` repeats them)"
         )
+    return clean
 
 
 def main(argv: list[str] | None = None) -> int:

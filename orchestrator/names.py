@@ -12,6 +12,7 @@ NODES_DIR = "nodes"  # one complete certs directory per node
 REQUESTS_DIR = "requests"  # rendered request configs and CSRs
 REQUESTS_SHEET = "requests/REQUESTS.txt"  # `csr`: what each request needs, for the CA that signs them
 STATE_DIR = ".crdb-certs"  # lock file and staging area
+STAMP = f"{STATE_DIR}/stamp.json"  # the folder as the last clean run left it (stamp.py)
 BACKUP_DIR = "backup"  # every run keeps the keys and certificates it replaces in backup/<UTC time>/
 RECORD = "crdb-certs.toml"  # the spec the folder was made from and whose CA signs it (record.py)
 CRL_DIR = "crl"  # the CRLs (crl/ca.crl, crl/ca-client.crl): public, handed to PostgreSQL, HAProxy, ...

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import backups, bundles, changes, names, phases, plan, script, state, workers
+from orchestrator import backups, bundles, changes, names, phases, plan, script, stamp, state, workers
 from orchestrator.cas import signers
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
@@ -77,11 +77,16 @@ def issue(
     progress: Progress | None = None,
     planner: Callable[[Path], Plan] | None = None,
     backup: Path | None = None,
+    finish: Callable[[Result], bool] | None = None,
+    stamp_key: Callable[[], str | None] | None = None,
 ) -> Result:
     """Make or complete the PKI for `spec` in `out`. `planner` (default: `pending`) decides what to run;
     it is called under the lock, so it sees the folder as no other run is changing it. With `backup`,
     every key and certificate the run replaces or drops is first kept in a new `<backup>/<UTC time>/`
-    folder (a CA the plan rotates gets a new key: the old one is moved there)."""
+    folder (a CA the plan rotates gets a new key: the old one is moved there). `finish` (the audit) runs
+    under the lock too, once the run is whole; when it says the whole folder is clean, the folder is
+    stamped with the input `stamp_key` says it had (stamp.py). A stamp never needs removing: it holds
+    what each file was, so any change (or the time) makes it stop matching."""
     find = openssl if not isinstance(openssl, OpenSSL) else lambda: openssl
     tool = None
     if not (out / names.STATE_DIR).is_dir():
@@ -98,7 +103,45 @@ def issue(
     work.mkdir(mode=names.DIR_MODE, exist_ok=True)
     work.chmod(names.DIR_MODE)  # it holds staged keys
     signals = _Signals()
-    with _locked(work / "lock"), _umask(0o077), signals.caught():
+    with _locked(work / "lock"):
+        result = _issue_locked(spec, out, work, find, tool, jobs, progress, planner, backup, signals)
+        key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
+        if key is not None and not stamp.matches(out, key):
+            stamp.write(out, key, named_files(spec))
+    return result
+
+
+def unchanged(out: Path, stamp_key: str) -> bool:
+    """Whether `out` is as the last clean run with this input left it (stamp.py), looked at under the
+    lock, so never in the middle of another run's commit."""
+    work = out / names.STATE_DIR
+    if not (out / names.STAMP).is_file():
+        return False
+    with _locked(work / "lock"):
+        return stamp.matches(out, stamp_key)
+
+
+def named_files(spec: Spec) -> list[Path]:
+    """The files a spec names outside the folder: your own CA's, an imported DB Console certificate's."""
+    found = [spec.ca.cert, spec.ca.key] if spec.ca is not None else []
+    if spec.ui is not None and spec.ui.cert is not None and spec.ui.key is not None:
+        found += [spec.ui.cert, spec.ui.key]
+    return found
+
+
+def _issue_locked(
+    spec: Spec,
+    out: Path,
+    work: Path,
+    find: Callable[[], OpenSSL],
+    tool: OpenSSL | None,
+    jobs: int,
+    progress: Progress | None,
+    planner: Callable[[Path], Plan] | None,
+    backup: Path | None,
+    signals: _Signals,
+) -> Result:
+    with _umask(0o077), signals.caught():
         # First undo what a killed run left (a certs directory mid-swap is put back), then look.
         _remove_leftovers(work)
         todo = planner(out) if planner else pending(spec, out)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import names
 from orchestrator.cli import main
 from tests import peers
 
@@ -40,6 +41,11 @@ user = "maxroach"
 def crdb(*args: str | Path) -> int:
     """Run the command line in-process, as a user would type it."""
     return main([str(a) for a in args])
+
+
+def is_stamp(path: Path) -> bool:
+    """The stamp a clean run leaves in .crdb-certs/ (orchestrator/stamp.py): a cache, not the PKI."""
+    return path.parts[-2:] == tuple(names.STAMP.split("/"))
 
 
 def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:

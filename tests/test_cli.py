@@ -307,9 +307,9 @@ def test_a_spec_an_editor_saved_with_a_byte_order_mark_is_read(
     [
         ("a = " + "[" * 500 + "]" * 500 + "\n", "nested too deeply"),
         ('[[nodes]]\nname = "n"\nhosts = ["' + "h" * 500_000 + '"]\n', '..." (500000 characters)'),
-        ("# " + "x" * (2 << 20) + "\n", "larger than 1024 KB"),
+        ("# " + "x" * (17 << 20) + "\n", "larger than 16384 KB"),
     ],
-    ids=["nested-500-levels", "a-500-KB-value", "a-2-MB-spec"],
+    ids=["nested-500-levels", "a-500-KB-value", "a-17-MB-spec"],
 )
 def test_a_spec_too_deep_or_too_big_is_one_short_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str

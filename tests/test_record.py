@@ -24,7 +24,7 @@ from orchestrator import record, spec
 from orchestrator.profiles import ProfileName
 from orchestrator.spec import Layout
 from tests import pkicheck
-from tests.conftest import REPO, crdb, no_hang, write_spec
+from tests.conftest import REPO, crdb, is_stamp, no_hang, write_spec
 from tests.orgca import OrgCA
 from tests.test_handoff import make_org_ca, sign_all
 
@@ -53,11 +53,11 @@ CUSTOM = NODES + USERS
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file's bytes and mode (the lock file aside: a run holds it)."""
+    """Every file's bytes and mode (the lock file aside: a run holds it; and the stamp of a clean run)."""
     return {
         p.relative_to(folder).as_posix(): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
         for p in folder.rglob("*")
-        if p.is_file() and p.name != "lock"
+        if p.is_file() and p.name != "lock" and not is_stamp(p)
     }
 
 

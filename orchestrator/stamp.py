@@ -1,0 +1,174 @@
+"""The folder as the last clean run left it (issue 16): `issue` on a folder of 10,000 nodes that nothing
+has touched since must answer in a second or two, without planning, reading a certificate or auditing.
+
+A stamp (names.STAMP) is written by an `issue` that audited every certs directory and found nothing to
+say. It holds:
+- the run's input: a digest of the spec's bytes (the --config file, else the folder's record), the
+  options that change what a spec means (--profile, --key-type) and crdb-certs' version;
+- the signature of every file and folder in the output folder (type and mode, owner, inode, size,
+  modification and change times), and of the files the spec names elsewhere ([ca], [ui]);
+- the dates between which every certificate there is valid.
+
+`matches` is true when the input is the same, every signature is, and the time is one at which the run
+would have had nothing to say either: every certificate valid, none within the audit's 30-day warning.
+Then the folder is byte for byte the one that was planned, verified and audited, and the answer is the
+same. Anything else (a file written, renamed, chmod-ed, touched, added or removed; another spec; the
+time) takes the full way. The change time (ctime) cannot be set by a user; a file changed within a
+clock tick of the stamp could keep its times, so such a file is never trusted (git's "racy" entries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orchestrator
+from orchestrator import names
+from orchestrator.auditing.validity import EXPIRY_WARNING
+from orchestrator.files import read_regular
+
+FORMAT = 1
+# Wider than a kernel clock tick (file times may come from a clock that advances once a tick, 10 ms at
+# HZ=100): a file whose times are this close to the moment its signature was taken may change unseen.
+_RACY_NS = 20_000_000
+_SKIPPED_AT_TOP = (names.STATE_DIR, names.BACKUP_DIR)  # ours, and what runs set aside: not the PKI
+
+Signature = list[int]
+
+
+def key(source: bytes, spec_path: Path | None, *options: str | None) -> str:
+    """The digest of a run's input: the spec's bytes, where it lies (its relative paths start there),
+    the options that change what it means, crdb-certs' version."""
+    digest = hashlib.sha256()
+    for part in (str(FORMAT), orchestrator.__version__, str(spec_path), *map(str, options)):
+        digest.update(part.encode() + b"\0")
+    digest.update(source)
+    return digest.hexdigest()
+
+
+def source(config: Path | None, out: Path) -> tuple[bytes, Path | None] | None:
+    """The spec's bytes and path: --config, else the folder's record; None when there is neither (a
+    new folder: nothing to match) or it cannot be read (the full way says why)."""
+    path = config if config is not None else out / names.RECORD
+    try:
+        return read_regular(path, 1 << 25), (path.absolute() if config is not None else None)
+    except OSError:
+        return None
+
+
+def matches(out: Path, run_key: str) -> bool:
+    """Whether `out` is as a clean run with input `run_key` left it, and nothing would be said now."""
+    held = _load(out)
+    if held is None or held.get("format") != FORMAT or held.get("key") != run_key:
+        return False
+    now = time.time()
+    if not held["valid_from"] <= now < held["valid_until"] - EXPIRY_WARNING.total_seconds():
+        return False
+    try:
+        current = signatures(out, [Path(p) for p in held["named"]])
+    except OSError:
+        return False
+    if current != held["files"]:
+        return False
+    racy = held["taken"] - _RACY_NS
+    return all(max(sig[4], sig[5]) < racy for sig in current.values())
+
+
+def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
+    """Stamp `out` as clean for `run_key` (called under the run's lock, after a clean audit of every
+    certs directory). A file changed within a clock tick is waited out first (a few ms, after a run of a
+    few certificates), so the next run can trust the stamp. The dates of a certificate the last stamp knew
+    unchanged are taken from it."""
+    named = sorted(named)
+    for _ in range(3):
+        taken = time.time_ns()
+        files = signatures(out, named)
+        newest = max(max(sig[4], sig[5]) for sig in files.values())
+        if newest < taken - _RACY_NS:
+            break
+        if newest > taken + 1_000_000_000:
+            return  # a file from the future: a clock set back; no stamp until times make sense
+        time.sleep((newest + _RACY_NS - taken) / 1e9 + 0.001)
+    else:
+        return
+    previous = _load(out) or {}
+    known = previous.get("dates", {})
+    known_files = previous.get("files", {})
+    dates: dict[str, list[float]] = {}
+    for rel, sig in files.items():
+        if rel.endswith(".crt") and stat.S_ISREG(sig[0]):
+            same = rel in known and known_files.get(rel) == sig
+            dates[rel] = known[rel] if same else _dates(out / rel)
+    held = {
+        "format": FORMAT,
+        "key": run_key,
+        "taken": taken,
+        "named": [str(p) for p in named],
+        "valid_from": max((d[0] for d in dates.values()), default=0.0),
+        "valid_until": min((d[1] for d in dates.values()), default=float("inf")),
+        "files": files,
+        "dates": dates,
+    }
+    path = out / names.STAMP
+    partial = path.with_name(path.name + ".new")
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
+        f.write(json.dumps(held, separators=(",", ":")))
+    os.replace(partial, path)
+
+
+def signatures(out: Path, named: Iterable[Path]) -> dict[str, Signature]:
+    """The signature of every file and folder under `out` (by relative path; a followed link to a
+    folder, my-safe-directory/ on a removable disk, as its own entries too), and of each `named` file
+    (by absolute path)."""
+    found: dict[str, Signature] = {".": _signature(os.stat(out))}
+    folders = [("", str(out))]
+    while folders:
+        prefix, folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not prefix and (entry.name in _SKIPPED_AT_TOP or entry.name.startswith("transcript-")):
+                    continue
+                rel = prefix + entry.name
+                found[rel] = _signature(entry.stat(follow_symlinks=False))
+                if entry.is_symlink():
+                    found[rel + " ->"] = _signature(os.stat(entry.path))
+                    if rel == names.SAFE_DIR and entry.is_dir():
+                        folders.append((rel + "/", entry.path))
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append((rel + "/", entry.path))
+    for path in named:
+        found[str(path)] = _signature(os.stat(path))
+    return found
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return [st.st_mode, st.st_uid, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_gid]
+
+
+def _dates(path: Path) -> list[float]:
+    """[latest start, earliest end] of the certificates in `path` (a bundle holds several); a file that
+    is not one counts as never valid, so no stamp with it ever matches."""
+    from cryptography import x509
+
+    try:
+        certs = x509.load_pem_x509_certificates(read_regular(path))
+    except (OSError, ValueError):
+        return [float("inf"), 0.0]
+    return [
+        max(c.not_valid_before_utc.timestamp() for c in certs),
+        min(c.not_valid_after_utc.timestamp() for c in certs),
+    ]
+
+
+def _load(out: Path) -> dict[str, Any] | None:
+    try:
+        held = json.loads(read_regular(out / names.STAMP, 1 << 30))
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) else None

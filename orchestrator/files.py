@@ -15,11 +15,11 @@ MAX_READ = 1 << 20  # certificates, keys and specs are a few KB; anything larger
 class NotRegular(OSError):
     """`path` is a FIFO, a socket or a device (or a folder): never read."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         super().__init__(errno.EINVAL, "not a regular file", str(path))
 
 
-def read_regular(path: Path, limit: int = MAX_READ) -> bytes:
+def read_regular(path: str | Path, limit: int = MAX_READ) -> bytes:
     """At most `limit` bytes of `path`, if it is a regular file (a symlink to one is fine). O_NONBLOCK:
     opening a FIFO with no writer returns at once instead of waiting for one; fstat then refuses it."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -377,6 +377,8 @@ def _sans(dns: tuple[str, ...], ips: tuple[str, ...]) -> tuple[tuple[str, str], 
 
 
 def _is_ip(host: str) -> bool:
+    if ":" not in host and not host.replace(".", "").isdigit():
+        return False  # a name: an IPv4 address is digits and dots, an IPv6 one has colons (issue 16)
     try:
         ipaddress.ip_address(host)
     except ValueError:

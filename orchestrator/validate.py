@@ -46,6 +46,11 @@ def host(field: str, value: object) -> str:
     return checked_host(field, value)
 
 
+def is_plain_ipv4(value: str) -> bool:
+    """Whether `value` is a dotted-quad IPv4 address in its canonical form (no leading zeros)."""
+    return _PLAIN_IPV4.fullmatch(value) is not None
+
+
 def checked_host(field: str, value: object) -> str:
     """`host` by its general checks alone (the refusals and their messages, every canonical form)."""
     if not isinstance(value, str) or not value:

@@ -10,6 +10,7 @@ does it (`--reissue NAME`, `--prune`); `issue --check` reports the same lines.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,15 +169,16 @@ def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> l
     found: list[_Removal] = []
     wanted_nodes = {n.name for n in spec.nodes}
     nodes_dir = out / names.NODES_DIR
-    on_disk = sorted(p.name for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []
+    on_disk = sorted(_folders_in(nodes_dir))
     for name in on_disk:
         if name not in wanted_nodes and (nodes_dir / name / names.NODE_CERT).is_file():
             path = names.node_dir(name)
             found.append(_Removal(name, "not in the spec any more", _prune_fix(path), path))
     for folder, files in full.bundles.items():
-        here = set(files)
-        for file in _MANAGED:
-            if file in here or not (out / folder / file).is_file():
+        # One listing a folder, not a stat for each file it might hold (issue 16: 10,000 folders).
+        candidates = _names_in(out / folder).intersection(_MANAGED).difference(files)
+        for file in sorted(candidates, key=_MANAGED.index):
+            if not (out / folder / file).is_file():
                 continue
             if folder == names.CERTS_DIR and file in _NODE_OWN:
                 continue  # leaves certs/ with no flag (drop)
@@ -194,6 +196,22 @@ def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> l
                 path = f"{names.CERTS_DIR}/{file}"
                 found.append(_Removal(user, "not in the spec any more", _prune_fix(path), path))
     return found
+
+
+def _names_in(folder: Path) -> set[str]:
+    """The names in `folder` (none when it is no folder)."""
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def _folders_in(folder: Path) -> list[str]:
+    """The folders (or links to one) in `folder`: told by the listing's file types, without a stat each."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as entries:
+        return [entry.name for entry in entries if entry.is_dir()]
 
 
 def _ca_differences(spec: Spec, out: Path, full: Plan, found: State, asked: Asked) -> list[Difference]:

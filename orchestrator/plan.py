@@ -81,25 +81,38 @@ def build(spec: Spec, state: State | None = None) -> Plan:
             # (which browsers refuse on the DB Console). Only a missing database is made anew.
             database = replace(database, signer=None)
         tasks.append(database)
+    made = _made.of(spec, days)
     for node in spec.nodes:
         task_id = f"node:{node.name}"
         new_key = task_id not in state.keep_keys
-        tasks.append(recipes.node_task(node.name, node.hosts, spec, profile, cas.node, days, new_key))
+        task = made.get((task_id, new_key))
+        if task is None:
+            task = recipes.node_task(node.name, node.hosts, spec, profile, cas.node, days, new_key)
+            made[task_id, new_key] = task
+        tasks.append(task)
     for i, client in enumerate(spec.clients):
-        cert = f"{names.CERTS_DIR}/{names.client_cert(client.user)}"
-        request = recipes.Request(
-            f"client.{client.user}", client.user, cert, first_user=i == 0, pkcs8=client.pkcs8
-        )
         task_id = f"client:{client.user}"
         new_key = task_id not in state.keep_keys
-        tasks.append(recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key))
+        task = made.get((task_id, new_key))
+        if task is None:
+            cert = f"{names.CERTS_DIR}/{names.client_cert(client.user)}"
+            request = recipes.Request(
+                f"client.{client.user}", client.user, cert, first_user=i == 0, pkcs8=client.pkcs8
+            )
+            task = recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key)
+            made[task_id, new_key] = task
+        tasks.append(task)
     if spec.layout != Layout.STANDARD:
         for node in spec.nodes:
-            cert = f"{names.node_dir(node.name)}/{names.client_cert(names.NODE_USER)}"
-            request = recipes.Request(f"client-node.{node.name}", "node", cert)
             task_id = f"client-node:{node.name}"
             new_key = task_id not in state.keep_keys
-            tasks.append(recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key))
+            task = made.get((task_id, new_key))
+            if task is None:
+                cert = f"{names.node_dir(node.name)}/{names.client_cert(names.NODE_USER)}"
+                request = recipes.Request(f"client-node.{node.name}", "node", cert)
+                task = recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key)
+                made[task_id, new_key] = task
+            tasks.append(task)
     if spec.ui:
         tasks.append(
             recipes.ui_task(spec.ui, cas.ui, profile, days, spec, recipes.UI_TASK not in state.keep_keys)
@@ -108,9 +121,38 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     contents = bundles.contents(spec, cas)
     tasks.append(bundles.assemble_task(contents, bundles.ui_home(spec)))
-    tasks.append(record_task(spec, state.provenance if elsewhere else None))
+    provenance = state.provenance if elsewhere else None
+    record = made.get(("record", provenance))
+    if record is None:
+        record = made["record", provenance] = record_task(spec, provenance)
+    tasks.append(record)
     kept = tuple(_keep_needed(tasks, state))
     return Plan(spec, kept, contents, drop=_stale_pk8(kept, state))
+
+
+class _Made:
+    """The certificate tasks (and the record) the last build made, for the next build of the same spec.
+
+    `issue` builds the plan for an empty folder, inspects the folder against it, and builds the plan again
+    with what it found (runner.pending); `renew` and `rotate-ca` do the same. A node's task is a pure
+    function of the spec, its lifetimes and whether it makes a new key, so the second build takes the
+    first one's instead of making (and rendering the config of) 10,000 again (issue 16). It holds the
+    tasks of one plan, which that plan holds anyway; a spec that is another object starts afresh (the
+    spec is immutable and held here, so the same object is the same spec)."""
+
+    def __init__(self) -> None:
+        self.spec: Spec | None = None
+        self.days: recipes.Lifetimes | None = None
+        self.tasks: dict[tuple[str, object], Task] = {}
+
+    def of(self, spec: Spec, days: recipes.Lifetimes) -> dict[tuple[str, object], Task]:
+        """The tasks made for `spec` with `days`, by (task id, new key or the record's provenance)."""
+        if spec is not self.spec or days != self.days:
+            self.spec, self.days, self.tasks = spec, days, {}
+        return self.tasks
+
+
+_made = _Made()
 
 
 def record_task(spec: Spec, provenance: Provenance | None) -> Task:

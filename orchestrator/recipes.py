@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from orchestrator import names
+from orchestrator import names, validate
 from orchestrator.bundles import ui_home
 from orchestrator.cas import CA
 from orchestrator.certcheck import Expect
@@ -377,6 +377,12 @@ def _sans(dns: tuple[str, ...], ips: tuple[str, ...]) -> tuple[tuple[str, str], 
 
 
 def _is_ip(host: str) -> bool:
+    # Told without ipaddress where the text decides (~5 µs a host, issue 16): a name has no colon and more
+    # than digits and dots; a dotted quad without leading zeros is an address.
+    if ":" not in host and not host.replace(".", "").isdigit():
+        return False
+    if validate.is_plain_ipv4(host):
+        return True
     try:
         ipaddress.ip_address(host)
     except ValueError:

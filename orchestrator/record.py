@@ -8,6 +8,7 @@ plan step (plan.build writes it), so it is staged and committed with the run tha
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from enum import StrEnum
@@ -156,9 +157,16 @@ def read(out: Path) -> Record | None:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; pass --config with the folder's spec") from None
     try:
-        return Record(path, tomllib.loads(text))
+        return Record(path, _loads(text))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e}); pass --config with the folder's spec") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _loads(text: str) -> dict[str, Any]:
+    """The record's TOML, parsed once for the state inspection and the guard that both read it (15 ms a
+    read at 2,000 nodes, issue 16). Nothing changes the data a Record holds."""
+    return tomllib.loads(text)
 
 
 def holds_a_pki(out: Path) -> bool:

@@ -19,6 +19,13 @@ _HEX_NUMBER = re.compile(r"^0x[0-9a-f]*$")
 # Scripts whose letters look alike (Cyrillic a and o, Greek omicron, ...): a label mixing them is almost
 # surely a look-alike pasted by mistake (or on purpose), never the operator's real host name.
 _CONFUSABLE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
+# The two shapes nearly every host has, already in their canonical form: a dotted-quad IPv4 address (no
+# leading zeros) and a lower-case LDH name with no A-label (xn--) and no trailing dot. `host` returns them
+# as they are, as its general checks would, without those checks' ~40 µs (issue 16: 30,000 hosts).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_PLAIN_LABEL = r"(?!xn--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PLAIN_NAME = re.compile(rf"{_PLAIN_LABEL}(?:\.{_PLAIN_LABEL})*")
 _MAX_USER_BYTES = 63  # CockroachDB: "username is too long"
 
 
@@ -29,6 +36,23 @@ def host(field: str, value: object) -> str:
     clients match it: `*.example.com`, and `*.cockroachdb` as CockroachDB's Kubernetes docs and Helm chart
     write it (Go's TLS and libpq match it; OpenSSL's host check does not: audit notes that).
     """
+    if isinstance(value, str) and len(value) <= 253:
+        if _PLAIN_IPV4.fullmatch(value):
+            return value
+        if _PLAIN_NAME.fullmatch(value):
+            last = value.rpartition(".")[2]
+            if not last.isdigit() and not _HEX_NUMBER.match(last):
+                return value
+    return checked_host(field, value)
+
+
+def is_plain_ipv4(value: str) -> bool:
+    """Whether `value` is a dotted-quad IPv4 address in its canonical form (no leading zeros)."""
+    return _PLAIN_IPV4.fullmatch(value) is not None
+
+
+def checked_host(field: str, value: object) -> str:
+    """`host` by its general checks alone (the refusals and their messages, every canonical form)."""
     if not isinstance(value, str) or not value:
         raise SpecError(field, value, "is not a host name or IP address")
     if any(c.isspace() or not c.isprintable() for c in value):

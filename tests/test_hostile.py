@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import tomllib
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -580,6 +580,30 @@ def test_host_validation_is_total_and_idempotent(value: str) -> None:
     assert validate.host("h", canonical) == canonical, "normalizing twice changes the name"
     assert canonical == canonical.strip() and canonical.isascii() and canonical.isprintable()
     assert "%" not in canonical and "," not in canonical and "#" not in canonical and "$" not in canonical
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(
+    st.one_of(
+        host_like,
+        dns_names.map(str.lower),
+        st.from_regex(r"\A[0-9x.a-f]{1,16}\Z"),
+        st.sampled_from(
+            ["xn--80ak6aa92e.com", "a.xn--zz", "xn--a", "127.1", "1.2.3.256", "a" * 64 + ".b", "ab." * 84]
+        ),
+    )
+)
+def test_host_s_shortcut_for_plain_names_and_addresses_changes_no_answer(value: str) -> None:
+    """validate.host returns plain names and IPv4 addresses without its general checks (issue 16): the same
+    canonical form, or the same refusal, as those checks give."""
+
+    def answer(check: Callable[[str, object], str]) -> str:
+        try:
+            return check("h", value)
+        except SpecError as e:
+            return f"refused: {e}"
+
+    assert answer(validate.host) == answer(validate.checked_host)
 
 
 users_like = st.one_of(

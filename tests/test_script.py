@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from orchestrator import cli
+from orchestrator import cli, plan, record, spec
 from tests import pkicheck
 from tests.conftest import CLUSTER_SPEC, FIXTURES, crdb, write_spec
 from tests.pkicheck import CLIENT, SERVER
@@ -176,3 +178,29 @@ def test_a_newline_in_out_cannot_put_a_command_into_the_printed_script(
     subprocess.run(["bash"], input=text, text=True, cwd=tmp_path, check=True, capture_output=True)
     assert not owned.exists(), "a command from --out ran"
     pkicheck.assert_ca(out / "certs/ca.crt")  # the script worked in the folder it was printed for
+
+
+def test_a_plan_built_after_another_of_its_spec_is_the_plan_built_alone() -> None:
+    """plan.build reuses the tasks the previous build of the same spec made (issue 16): whatever that
+    build was given (keys kept, leaves capped at a CA's end, a folder signed elsewhere), the next one is
+    what it would have been on its own (a copy of the spec is another object: nothing to reuse)."""
+    the_spec = spec.parse(
+        {
+            "layout": "split-node",
+            "key_type": "ec",
+            "nodes": [{"name": "a", "hosts": ["a.example.com", "10.0.0.1"]}, {"name": "b", "hosts": ["b"]}],
+            "clients": [{"user": "root"}, {"user": "maxroach", "pkcs8": True}],
+            "ui": {"hosts": ["console.example.com"]},
+        }
+    )
+    now = datetime.now(UTC)
+    states = [
+        None,
+        plan.State(keep_keys=frozenset({"node:a", "client:root", "client-node:b", "ui"})),
+        plan.State(fresh=frozenset({"ca"}), ca_ends={"ca": now + timedelta(days=30)}, now=now),
+        plan.State(provenance=record.Provenance.SIGNED_ELSEWHERE),
+    ]
+    for first in states:
+        for then in states:
+            plan.build(the_spec, first)
+            assert plan.build(the_spec, then) == plan.build(replace(the_spec), then), (first, then)

@@ -359,6 +359,8 @@ def _run(
         unverified_reads.clear()
 
     with workers.Pool(openssl, jobs, signals.wakeup) as pool:
+        if any(isinstance(s, Run) and i not in chain_of for i, s in enumerate(steps)):
+            pool.start(ahead=False)  # its interpreter starts while the first keys are made (~0.1 s)
         for i, step in enumerate(steps):
             if i in early:
                 continue

@@ -69,7 +69,7 @@ class Pool:
 
     def submit(self, job: int, argvs: Sequence[tuple[str, ...]], cwd: Path, ahead: bool = False) -> None:
         idle = (w for w in self.workers if w.job is None and w.ahead == ahead)
-        worker = next(idle, None) or self._start(ahead)
+        worker = next(idle, None) or self.start(ahead)
         line = json.dumps({"cwd": str(cwd.absolute()), "argvs": [list(a) for a in argvs]}) + "\n"
         assert worker.process.stdin is not None
         try:
@@ -119,7 +119,8 @@ class Pool:
                 worker.process.stdout.close()
         self.workers.clear()
 
-    def _start(self, ahead: bool) -> _Worker:
+    def start(self, ahead: bool) -> _Worker:
+        """A new worker (`submit` starts them as needed; this starts one before it is needed)."""
         assert self.tool is not None, "a job to run, and no openssl found"
         assert sum(w.ahead == ahead for w in self.workers) < (self.ahead if ahead else 1), "too many jobs"
         package_parent = str(Path(orchestrator.__file__).resolve().parent.parent)

@@ -103,11 +103,12 @@ def issue(
     work.mkdir(mode=names.DIR_MODE, exist_ok=True)
     work.chmod(names.DIR_MODE)  # it holds staged keys
     signals = _Signals()
-    with _locked(work / "lock"):
+    with _locked(work / "lock"), signals.caught():
         result = _issue_locked(spec, out, work, find, tool, jobs, progress, planner, backup, signals)
-        key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
-        if key is not None and not stamp.matches(out, key):
-            stamp.write(out, key, named_files(spec))
+        with signals.at_once():  # the audit and the stamp: read only, or one file replaced whole
+            key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
+            if key is not None and not stamp.matches(out, key):
+                stamp.write(out, key, named_files(spec))
     return result
 
 
@@ -141,12 +142,13 @@ def _issue_locked(
     backup: Path | None,
     signals: _Signals,
 ) -> Result:
-    with _umask(0o077), signals.caught():
+    with _umask(0o077):
         # First undo what a killed run left (a certs directory mid-swap is put back), then look.
         _remove_leftovers(work)
-        todo = planner(out) if planner else pending(spec, out)
-        with phases.phase("refusals"):
-            refuse(todo, out)
+        with signals.at_once():  # planning reads only: seconds at 10,000 nodes, never deferred
+            todo = planner(out) if planner else pending(spec, out)
+            with phases.phase("refusals"):
+                refuse(todo, out)
         stage = Path(tempfile.mkdtemp(prefix="stage-", dir=work))
         kept = None
         try:
@@ -715,21 +717,33 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 class _Signals:
-    """SIGTERM (docker stop, a CI timeout) and SIGINT (Ctrl-C) during one run. The handler only records
-    them; the run honours one where it can stop cleanly: before its next step, or right after the commit,
-    during which they are held (`held`). It then ends with Interrupted (`interrupted`, exit 143 or 130),
-    through every `finally`, so the staging folder with its keys is removed. (SIGKILL cannot be caught:
-    the next run cleans up.) Raised wherever the signal landed, an interrupt inside `sh` while it held its
-    own locks left the processes waiting on them forever."""
+    """SIGTERM (docker stop, a CI timeout) and SIGINT (Ctrl-C) during one run. While the run plans or
+    audits (`at_once`), a signal ends it where it lands. While it makes and commits, the handler only
+    records it, and the run honours it where it can stop cleanly: before its next step (a wait for the
+    workers wakes up for it), or right after the commit, during which they are held (`held`). It then
+    ends with Interrupted (`interrupted`, exit 143 or 130), through every `finally`, so the staging
+    folder with its keys is removed. (SIGKILL cannot be caught: the next run cleans up.)"""
 
     def __init__(self) -> None:
         self.received: list[int] = []
         # Readable once a signal came (signal.set_wakeup_fd): a run waiting for its workers wakes up.
         self.wakeup: int | None = None
+        self.immediate = False  # see at_once
 
     def check(self) -> None:
         if self.received:
             raise Interrupted(self.received[0])
+
+    @contextmanager
+    def at_once(self) -> Iterator[None]:
+        """Where a run writes nothing that could be left half-done (planning, which at 10,000 nodes takes
+        seconds; the audit), a signal ends it where it lands (issue 16: never deferred for long)."""
+        self.check()
+        self.immediate = True
+        try:
+            yield
+        finally:
+            self.immediate = False
 
     @contextmanager
     def caught(self) -> Iterator[None]:
@@ -739,6 +753,8 @@ class _Signals:
 
         def record(signum: int, _frame: object) -> None:
             self.received.append(signum)
+            if self.immediate:
+                raise Interrupted(signum)
 
         previous = {sig: signal.signal(sig, record) for sig in (signal.SIGTERM, signal.SIGINT)}
         read, write = os.pipe()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from orchestrator import runner
+from orchestrator import runner, state
 from tests import pkicheck
 from tests.conftest import REPO, crdb, is_stamp, no_hang, write_spec
 from tests.pkicheck import CLIENT, SERVER
@@ -372,6 +372,26 @@ def test_a_sigterm_during_the_commit_is_honoured_once_the_commit_is_whole(when: 
     assert (run.returncode, run.stderr) == (143, "interrupted\n")
     assert_full_pki(out, NODES, USERS)  # the commit is whole; the staging area holds only the lock
     assert crdb("issue", "--config", spec, "--out", out, "--check") == 0
+
+
+def test_a_signal_while_planning_ends_the_run_where_it_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: planning 10,000 nodes takes seconds and writes nothing: a SIGTERM there ends the run at
+    once, not when planning is over."""
+    spec, out = write_spec(tmp_path, 'key_type = "ec"\n' + SPEC), tmp_path / "out"
+    went_on: list[str] = []
+    real_inspect = state.inspect
+
+    def inspect(*args: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)
+        went_on.append("the state inspection went on")
+        return real_inspect(*args)
+
+    monkeypatch.setattr(state, "inspect", inspect)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 143
+    assert went_on == []
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}
 
 
 def test_a_long_commit_honours_a_sigterm_between_two_certs_directories(

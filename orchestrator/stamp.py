@@ -33,13 +33,14 @@ from orchestrator import names
 from orchestrator.auditing.validity import EXPIRY_WARNING
 from orchestrator.files import read_regular
 
-FORMAT = 1
+FORMAT = 2
 # Wider than a kernel clock tick (file times may come from a clock that advances once a tick, 10 ms at
 # HZ=100): a file whose times are this close to the moment its signature was taken may change unseen.
 _RACY_NS = 20_000_000
 _SKIPPED_AT_TOP = (names.STATE_DIR, names.BACKUP_DIR)  # ours, and what runs set aside: not the PKI
 
-Signature = list[int]
+# mode:uid:gid:inode:size:mtime:ctime, a string: 60,000 of them are a few MB (a list of ints, ~25 MB)
+Signature = str
 
 
 def key(source: bytes, spec_path: Path | None, *options: str | None) -> str:
@@ -70,14 +71,13 @@ def matches(out: Path, run_key: str) -> bool:
     now = time.time()
     if not held["valid_from"] <= now < held["valid_until"] - EXPIRY_WARNING.total_seconds():
         return False
+    if held["newest"] >= held["taken"] - _RACY_NS:
+        return False  # a file changed within a clock tick of the stamp (write waits them out)
     try:
-        current = signatures(out, [Path(p) for p in held["named"]])
+        current, _ = signatures(out, [Path(p) for p in held["named"]])
     except OSError:
         return False
-    if current != held["files"]:
-        return False
-    racy = held["taken"] - _RACY_NS
-    return all(max(sig[4], sig[5]) < racy for sig in current.values())
+    return bool(current == held["files"])
 
 
 def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
@@ -88,8 +88,7 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     named = sorted(named)
     for _ in range(3):
         taken = time.time_ns()
-        files = signatures(out, named)
-        newest = max(max(sig[4], sig[5]) for sig in files.values())
+        files, newest = signatures(out, named)
         if newest < taken - _RACY_NS:
             break
         if newest > taken + 1_000_000_000:
@@ -102,13 +101,14 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     known_files = previous.get("files", {})
     dates: dict[str, list[float]] = {}
     for rel, sig in files.items():
-        if rel.endswith(".crt") and stat.S_ISREG(sig[0]):
+        if rel.endswith(".crt") and stat.S_ISREG(int(sig.split(":", 1)[0])):
             same = rel in known and known_files.get(rel) == sig
             dates[rel] = known[rel] if same else _dates(out / rel)
     held = {
         "format": FORMAT,
         "key": run_key,
         "taken": taken,
+        "newest": newest,
         "named": [str(p) for p in named],
         "valid_from": max((d[0] for d in dates.values()), default=0.0),
         "valid_until": min((d[1] for d in dates.values()), default=float("inf")),
@@ -122,11 +122,20 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     os.replace(partial, path)
 
 
-def signatures(out: Path, named: Iterable[Path]) -> dict[str, Signature]:
+def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], int]:
     """The signature of every file and folder under `out` (by relative path; a followed link to a
     folder, my-safe-directory/ on a removable disk, as its own entries too), and of each `named` file
-    (by absolute path)."""
-    found: dict[str, Signature] = {".": _signature(os.stat(out))}
+    (by absolute path); and the latest time any of them was changed (ns)."""
+    newest = 0
+
+    def signature(st: os.stat_result) -> Signature:
+        nonlocal newest
+        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        return (
+            f"{st.st_mode}:{st.st_uid}:{st.st_gid}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        )
+
+    found: dict[str, Signature] = {".": signature(os.stat(out))}
     folders = [("", str(out))]
     while folders:
         prefix, folder = folders.pop()
@@ -135,20 +144,16 @@ def signatures(out: Path, named: Iterable[Path]) -> dict[str, Signature]:
                 if not prefix and (entry.name in _SKIPPED_AT_TOP or entry.name.startswith("transcript-")):
                     continue
                 rel = prefix + entry.name
-                found[rel] = _signature(entry.stat(follow_symlinks=False))
+                found[rel] = signature(entry.stat(follow_symlinks=False))
                 if entry.is_symlink():
-                    found[rel + " ->"] = _signature(os.stat(entry.path))
+                    found[rel + " ->"] = signature(os.stat(entry.path))
                     if rel == names.SAFE_DIR and entry.is_dir():
                         folders.append((rel + "/", entry.path))
                 elif entry.is_dir(follow_symlinks=False):
                     folders.append((rel + "/", entry.path))
     for path in named:
-        found[str(path)] = _signature(os.stat(path))
-    return found
-
-
-def _signature(st: os.stat_result) -> Signature:
-    return [st.st_mode, st.st_uid, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_gid]
+        found[str(path)] = signature(os.stat(path))
+    return found, newest
 
 
 def _dates(path: Path) -> list[float]:

@@ -157,7 +157,7 @@ def test_a_file_changed_within_a_clock_tick_of_the_stamp_is_not_trusted(clean: t
     stamp.write(out, key, [])
     assert stamp.matches(out, key), "written once the rewritten file was old enough"
     held = json.loads((out / names.STAMP).read_text())
-    held["taken"] = (out / "certs/client.root.crt").stat().st_ctime_ns
+    held["taken"] = held["newest"] = (out / "certs/client.root.crt").stat().st_ctime_ns
     (out / names.STAMP).write_text(json.dumps(held))
     assert not stamp.matches(out, key)
 
@@ -169,6 +169,7 @@ def test_a_file_that_is_another_one_is_not_trusted_even_with_older_times(clean: 
     path = out / names.STAMP
     held = json.loads(path.read_text())
     assert stamp.matches(out, held["key"])
-    held["files"]["nodes/a/node.key"][2] += 1
+    mode, uid, gid, inode, rest = held["files"]["nodes/a/node.key"].split(":", 4)
+    held["files"]["nodes/a/node.key"] = f"{mode}:{uid}:{gid}:{int(inode) + 1}:{rest}"
     path.write_text(json.dumps(held))
     assert not stamp.matches(out, held["key"])

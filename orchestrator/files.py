@@ -31,8 +31,9 @@ def read_regular(path: str | Path, limit: int = MAX_READ) -> bytes:
         # 25 µs of a 30 µs read, once per file of 10,000 nodes (issue 16). One byte more than the size: a
         # file that grew since (or a /proc file, whose size says 0) is read on, up to `limit`.
         data = os.read(fd, min(limit, info.st_size + 1))
-        while info.st_size < len(data) < limit:
-            more = os.read(fd, min(limit - len(data), 1 << 16))
+        # Until end-of-file: a read may return less than asked (FUSE, network file systems).
+        while 0 < len(data) < limit and len(data) != info.st_size:
+            more = os.read(fd, min(limit - len(data), max(info.st_size + 1 - len(data), 1 << 16)))
             if not more:
                 break
             data += more

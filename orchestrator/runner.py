@@ -114,12 +114,19 @@ def issue(
 
 def unchanged(out: Path, stamp_key: str) -> bool:
     """Whether `out` is as the last clean run with this input left it (stamp.py), looked at under the
-    lock, so never in the middle of another run's commit."""
+    lock, so never in the middle of another run's commit. A lock that cannot be had at once (another run,
+    a read-only folder), or what a killed run left to clean up, sends the run the full way."""
     work = out / names.STATE_DIR
     if not (out / names.STAMP).is_file():
         return False
-    with _locked(work / "lock"):
-        return stamp.matches(out, stamp_key)
+    try:
+        with os.fdopen(os.open(work / "lock", os.O_RDONLY | os.O_CLOEXEC), "rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            with os.scandir(work) as entries:
+                leftovers = any(e.name.startswith(("stage-", "new-", "old-")) for e in entries)
+            return not leftovers and stamp.matches(out, stamp_key)
+    except OSError:
+        return False
 
 
 def named_files(spec: Spec) -> list[Path]:
@@ -360,7 +367,8 @@ def _run(
         unverified.clear()
         unverified_reads.clear()
 
-    with workers.Pool(openssl, jobs, signals.wakeup) as pool:
+    commands = sum(isinstance(s, Run) for s in steps)
+    with workers.pool(openssl, jobs, signals.wakeup, commands) as pool:
         if any(isinstance(s, Run) and i not in chain_of for i, s in enumerate(steps)):
             pool.start(ahead=False)  # its interpreter starts while the first keys are made (~0.1 s)
         for i, step in enumerate(steps):

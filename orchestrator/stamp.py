@@ -25,6 +25,7 @@ import os
 import stat
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ def key(source: bytes, spec_path: Path | None, *options: str | None) -> str:
     """The digest of a run's input: the spec's bytes, where it lies (its relative paths start there),
     the options that change what it means, crdb-certs' version."""
     digest = hashlib.sha256()
-    for part in (str(FORMAT), orchestrator.__version__, str(spec_path), *map(str, options)):
+    # What else the audit's answer depends on: CockroachDB's own switch, and who is asking (key modes).
+    skip = os.environ.get("COCKROACH_SKIP_KEY_PERMISSION_CHECK")
+    who = (os.getuid(), os.getgid(), skip)
+    for part in (str(FORMAT), orchestrator.__version__, str(spec_path), *map(str, options), str(who)):
         digest.update(part.encode() + b"\0")
     digest.update(source)
     return digest.hexdigest()
@@ -88,7 +92,10 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     named = sorted(named)
     for _ in range(3):
         taken = time.time_ns()
-        files, newest = signatures(out, named)
+        try:
+            files, newest = signatures(out, named)
+        except OSError:
+            return  # a file gone while walking: whatever it was, no stamp vouches for it
         if newest < taken - _RACY_NS:
             break
         if newest > taken + 1_000_000_000:
@@ -117,9 +124,15 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     }
     path = out / names.STAMP
     partial = path.with_name(path.name + ".new")
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "w") as f:
-        f.write(json.dumps(held, separators=(",", ":")))
-    os.replace(partial, path)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        with os.fdopen(os.open(partial, flags, 0o600), "w") as f:
+            f.write(json.dumps(held, separators=(",", ":")))
+        os.replace(partial, path)
+    except OSError:  # a full disk, a quota: the run succeeded; its next re-run takes the full way
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
 
 
 def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], int]:
@@ -135,8 +148,9 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
             f"{st.st_mode}:{st.st_uid}:{st.st_gid}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         )
 
-    found: dict[str, Signature] = {".": signature(os.stat(out))}
-    folders = [("", str(out))]
+    top = os.stat(out)
+    found: dict[str, Signature] = {".": signature(top)}
+    folders, seen = [("", str(out))], {(top.st_dev, top.st_ino)}
     while folders:
         prefix, folder = folders.pop()
         with os.scandir(folder) as entries:
@@ -146,13 +160,24 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
                 rel = prefix + entry.name
                 found[rel] = signature(entry.stat(follow_symlinks=False))
                 if entry.is_symlink():
-                    found[rel + " ->"] = signature(os.stat(entry.path))
-                    if rel == names.SAFE_DIR and entry.is_dir():
+                    target = os.stat(entry.path)
+                    found[rel + " ->"] = signature(target)
+                    # A linked folder (my-safe-directory/ on a removable disk, nodes/ elsewhere): walked
+                    # too, once, whatever links to it (a loop of links ends there).
+                    if entry.is_dir() and (target.st_dev, target.st_ino) not in seen:
+                        seen.add((target.st_dev, target.st_ino))
                         folders.append((rel + "/", entry.path))
                 elif entry.is_dir(follow_symlinks=False):
                     folders.append((rel + "/", entry.path))
     for path in named:
         found[str(path)] = signature(os.stat(path))
+    # The CRLs the audit reads beside the folder (crls.find: <the folder's parent>/crl), or their absence.
+    crl = out.resolve().parent / names.CRL_DIR
+    if crl.is_dir():
+        found[str(crl)] = signature(os.stat(crl))
+        with os.scandir(crl) as entries:
+            for entry in entries:
+                found[entry.path] = signature(entry.stat())
     return found, newest
 
 

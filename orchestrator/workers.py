@@ -11,7 +11,10 @@ starts), and this process forks nothing at all.
 
 Each worker is its own process group: a Ctrl-C or SIGTERM reaches the run's process only, which stops the
 workers (and the openssl each runs) itself, at once (`Pool.close`), wherever they are. A worker whose run
-has gone (SIGKILL) reads end-of-file and stops before its next command.
+has gone (SIGKILL) stops before its next job.
+
+A small run (under SMALL commands: `make certs`, a few nodes) forks itself for each job instead (Forks):
+starting a worker's interpreter costs more than such a run's forks.
 
 Protocol: one JSON line per job in ({"cwd": ..., "argvs": [[...], ...]}), one per answer out ({"error":
 null or what openssl.OpenSSL.run raised}).
@@ -34,9 +37,11 @@ import orchestrator
 from orchestrator.errors import Interrupted, RunError
 from orchestrator.openssl import OpenSSL
 
-# How a worker starts: the orchestrator package this process runs (`-I` ignores PYTHONPATH, the user site
-# and the current folder, so nothing else can be imported in its place), then serve().
-SERVE = "import sys; sys.path.insert(0, sys.argv[1]); from orchestrator.workers import serve; serve()"
+# How a worker starts: with this process's import path (`-I` ignores PYTHONPATH, the user site and the
+# current folder: the orchestrator package and `sh` are the ones this process runs), then serve().
+SERVE = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from orchestrator.workers import serve; serve()"
+)
 
 
 @dataclass
@@ -124,6 +129,7 @@ class Pool:
         assert self.tool is not None, "a job to run, and no openssl found"
         assert sum(w.ahead == ahead for w in self.workers) < (self.ahead if ahead else 1), "too many jobs"
         package_parent = str(Path(orchestrator.__file__).resolve().parent.parent)
+        path = [package_parent, *(os.path.abspath(p) for p in sys.path)]  # "" is this process's folder
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -131,7 +137,7 @@ class Pool:
                 *(f"-W{option}" for option in sys.warnoptions),  # a test's `-W always`, say
                 "-c",
                 SERVE,
-                package_parent,
+                json.dumps(path),
                 self.tool.path,
                 self.tool.version,
                 str(_NICE_AHEAD if ahead else 0),
@@ -152,6 +158,94 @@ class Pool:
 
 
 _NICE_AHEAD = 10  # CFS gives a nice-10 process ~1/10 of a core that a nice-0 one wants
+# Under this many openssl commands a run forks itself for each job (Forks) rather than start workers:
+# a worker's interpreter costs ~0.13 s of CPU to import `sh`, a fork of a run this small ~4 ms more per
+# command than a worker's (the test suite's thousand small runs: minutes of CI).
+SMALL = 64
+
+
+def pool(tool: OpenSSL | None, ahead: int, wakeup: int | None, commands: int) -> Pool | Forks:
+    """Where a plan of `commands` openssl commands runs: workers, or forks of the run when it is small."""
+    return Forks(tool, wakeup) if commands < SMALL else Pool(tool, ahead, wakeup)
+
+
+class Forks:
+    """The same as Pool for a small run: each job in a child forked from the run (single-threaded: it
+    starts no thread), in its own process group like a worker, at a lower priority when it runs ahead.
+    It answers on a pipe of its own, then ends."""
+
+    def __init__(self, tool: OpenSSL | None, wakeup: int | None = None) -> None:
+        self.tool, self.wakeup = tool, wakeup
+        self.running: dict[int, tuple[int, int]] = {}  # answer pipe -> (job, pid)
+
+    def __enter__(self) -> Forks:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def start(self, ahead: bool) -> None:
+        """Nothing to start before a job."""
+
+    def submit(self, job: int, argvs: Sequence[tuple[str, ...]], cwd: Path, ahead: bool = False) -> None:
+        assert self.tool is not None, "a job to run, and no openssl found"
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            try:
+                os.close(read)
+                os.setpgid(0, 0)
+                signal.set_wakeup_fd(-1)  # the run's: a signal here is not the run's to wake for
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                if ahead:
+                    os.nice(_NICE_AHEAD)
+                os.write(write, json.dumps({"error": _run_job(self.tool, argvs, cwd)}).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with suppress(OSError):  # as the child does: in its own group before anyone may kill the group
+            os.setpgid(pid, pid)
+        self.running[read] = (job, pid)
+
+    def wait(self) -> list[tuple[int, str | None]]:
+        assert self.running, "waiting with nothing running"
+        watched = [*self.running, *([self.wakeup] if self.wakeup is not None else [])]
+        ready, _, _ = select.select(watched, [], [])
+        ended: list[tuple[int, str | None]] = []
+        for fd in ready:
+            if fd == self.wakeup:
+                _drain(fd)
+                continue
+            job, pid = self.running.pop(fd)
+            with os.fdopen(fd, "rb") as answer:
+                said = answer.read()
+            _, status = os.waitpid(pid, 0)
+            if not said:
+                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+                if -code in (signal.SIGTERM, signal.SIGINT):  # sent to every process of the run (systemd)
+                    raise Interrupted(-code)
+                raise RunError(f"a process running openssl ended unasked (wait status {status})")
+            ended.append((job, json.loads(said)["error"]))
+        return ended
+
+    def close(self) -> None:
+        for fd, (_, pid) in self.running.items():
+            _kill_group(pid)  # a failure or a signal: what it runs is of no use any more
+            os.close(fd)
+        for _, pid in self.running.values():
+            os.waitpid(pid, 0)
+        self.running.clear()
+
+
+def _run_job(tool: OpenSSL, argvs: Sequence[tuple[str, ...]], cwd: Path) -> str | None:
+    """Run a job's commands in order: None, or what the first that failed said."""
+    try:
+        for argv in argvs:
+            tool.run(tuple(argv), cwd)
+    except RunError as e:
+        return str(e)
+    return None
 
 
 def _kill_group(pid: int) -> None:
@@ -178,14 +272,9 @@ def serve() -> None:
     os.umask(0o077)  # OpenSSL.run sets it in each openssl child too; nothing here is ever readable by others
     run_pid = os.getppid()
     while line := sys.stdin.buffer.readline():
+        if os.getppid() != run_pid:  # the run was killed: nothing more for its staging folder
+            return
         job = json.loads(line)
-        error = None
-        try:
-            for argv in job["argvs"]:
-                if os.getppid() != run_pid:  # the run was killed: nothing more for its staging folder
-                    return
-                tool.run(tuple(argv), Path(job["cwd"]))
-        except RunError as e:
-            error = str(e)
+        error = _run_job(tool, job["argvs"], Path(job["cwd"]))
         sys.stdout.write(json.dumps({"error": error}) + "\n")
         sys.stdout.flush()

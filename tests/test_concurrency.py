@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
+from orchestrator import workers
 from tests import pkicheck
 from tests.conftest import REPO, write_spec
 from tests.test_faults import assert_full_pki
@@ -129,17 +131,19 @@ WATCH = {WATCH!r}
 exec(WATCH)
 from orchestrator import workers
 workers.SERVE = WATCH + workers.SERVE
+workers.SMALL = int(sys.argv[1])
 from orchestrator.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_parallel_key_generation_never_forks_beside_another_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("small", [workers.SMALL, 0], ids=["forks of the run", "workers"])
+def test_parallel_key_generation_never_forks_beside_another_thread(small: int, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, MORE.replace("[[nodes]]", 'key_type = "ec"\n\n[[nodes]]', 1))
     out = tmp_path / "out"
     issue = ["issue", "--config", str(spec), "--out", str(out), "--jobs", "2", "--quiet"]
     run = subprocess.run(
-        [sys.executable, "-W", "always::DeprecationWarning", "-c", FORK_WATCH, *issue],
+        [sys.executable, "-W", "always::DeprecationWarning", "-c", FORK_WATCH, str(small), *issue],
         cwd=REPO,
         capture_output=True,
         text=True,

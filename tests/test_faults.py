@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from orchestrator import runner, state
+from orchestrator import runner, state, workers
 from tests import pkicheck
 from tests.conftest import REPO, crdb, is_stamp, no_hang, write_spec
 from tests.pkicheck import CLIENT, SERVER
@@ -42,6 +42,13 @@ hosts = ["b.example.com", "::1"]
 [[clients]]
 user = "root"
 """
+
+# `python -m orchestrator` with workers.SMALL set first (0: every run uses workers, as a big one does).
+LAUNCH = (
+    "import sys; from orchestrator import cli, workers; workers.SMALL = int(sys.argv[1]);"
+    " sys.exit(cli.main(sys.argv[2:]))"
+)
+POOLS = pytest.mark.parametrize("small", [workers.SMALL, 0], ids=["forks of the run", "workers"])
 
 # A one-node PKI and its update, with EC keys: where a kill lands in the commit is under test, not the kind
 # of key (test_a_killed_first_run_leaves_nothing_half_written keeps RSA ones); RSA keys take ~100x longer.
@@ -279,7 +286,8 @@ exec '{real}' "$@"
     return bin_dir
 
 
-def test_killed_while_openssl_runs(tmp_path: Path) -> None:
+@POOLS
+def test_killed_while_openssl_runs(small: int, tmp_path: Path) -> None:
     """The external way: the kill comes from an openssl child, while it runs (genrsa, req, ca)."""
     real = shutil.which("openssl")
     assert real is not None
@@ -295,7 +303,7 @@ def test_killed_while_openssl_runs(tmp_path: Path) -> None:
         out = folder / "out"
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
         run = subprocess.run(
-            [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out, "--quiet"],
+            [PYTHON, "-c", LAUNCH, str(small), "issue", "--config", spec, "--out", out, "--quiet"],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -311,7 +319,7 @@ def test_killed_while_openssl_runs(tmp_path: Path) -> None:
 
 
 def _issue_running_before_each_ca(
-    tmp_path: Path, command: str, *extra: str
+    tmp_path: Path, command: str, *extra: str, small: int = workers.SMALL
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """`issue` in tmp_path/out with an `openssl` first on PATH that runs the shell `command` before each
     `openssl ca`, then the real openssl."""
@@ -322,7 +330,7 @@ def _issue_running_before_each_ca(
     (bin_dir / "openssl").chmod(0o755)
     spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
     run = subprocess.run(
-        [PYTHON, "-m", "orchestrator", "issue", "--config", spec, "--out", out, *extra],
+        [PYTHON, "-c", LAUNCH, str(small), "issue", "--config", spec, "--out", out, *extra],
         cwd=REPO,
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
         capture_output=True,
@@ -348,15 +356,18 @@ def test_what_an_orphaned_openssl_writes_during_the_next_run_is_removed_at_its_e
 _THE_RUN = "$(awk '{print $4}' /proc/$PPID/stat)"
 
 
+@POOLS
 @pytest.mark.parametrize("who", ["the run", "the run, its worker and openssl"])
 @pytest.mark.parametrize(("signal_name", "status"), [("TERM", 143), ("INT", 130)])
-def test_sigterm_removes_the_staging_folder(signal_name: str, status: int, who: str, tmp_path: Path) -> None:
+def test_sigterm_removes_the_staging_folder(
+    signal_name: str, status: int, who: str, small: int, tmp_path: Path
+) -> None:
     """SIGTERM (docker stop, a CI timeout) or SIGINT (Ctrl-C) arrives while `openssl ca` runs, at the run
     alone (`kill PID`) or at every process of it (systemd stopping a unit's control group): the run
     ends before its next step, says `interrupted` and exits as a shell reports the signal; its staging
     folder with the new keys is removed, nothing is put in place."""
     targets = f'"{_THE_RUN}"' + (' "$PPID" $$' if who != "the run" else "")
-    run, out = _issue_running_before_each_ca(tmp_path, f"kill -{signal_name} {targets}")
+    run, out = _issue_running_before_each_ca(tmp_path, f"kill -{signal_name} {targets}", small=small)
     assert (run.returncode, run.stderr) == (status, "interrupted\n")
     assert {p.relative_to(out).as_posix() for p in out.rglob("*")} == {".crdb-certs", ".crdb-certs/lock"}
 

@@ -4,6 +4,7 @@ change the answer takes the full way and gets the full answer."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -173,3 +174,63 @@ def test_a_file_that_is_another_one_is_not_trusted_even_with_older_times(clean: 
     held["files"]["nodes/a/node.key"] = f"{mode}:{uid}:{gid}:{int(inode) + 1}:{rest}"
     path.write_text(json.dumps(held))
     assert not stamp.matches(out, held["key"])
+
+
+def test_a_key_behind_a_linked_nodes_folder_is_looked_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: only my-safe-directory/ was followed through a link; a key made readable
+    behind a linked nodes/ was answered "up to date"."""
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    (out / "nodes").rename(tmp_path / "nodes-elsewhere")
+    (out / "nodes").symlink_to(tmp_path / "nodes-elsewhere")
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0  # stamps the linked layout
+    assert "planning" not in issue(spec, out, monkeypatch, capsys)[2]
+    (tmp_path / "nodes-elsewhere/a/node.key").chmod(0o644)
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert "planning" in phases and status == 1 and "node.key" in printed, printed
+
+
+def test_what_a_killed_run_left_is_cleaned_up_whatever_the_stamp(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: a run killed before its commit leaves the folder as it was (the stamp still
+    matches) and its staging folder, with new keys, in .crdb-certs/: the next run removes it."""
+    spec, out = clean
+    left = out / ".crdb-certs" / "stage-killed"
+    (left / "nodes/c").mkdir(parents=True)
+    (left / "nodes/c/node.key").write_text("a key")
+    status, _, phases = issue(spec, out, monkeypatch, capsys)
+    assert status == 0 and "planning" in phases and not left.exists()
+
+
+def test_cockroach_s_key_permission_switch_is_part_of_the_input(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit reads COCKROACH_SKIP_KEY_PERMISSION_CHECK: set to what CockroachDB refuses, the answer
+    changes, stamp or not."""
+    spec, out = clean
+    monkeypatch.setenv("COCKROACH_SKIP_KEY_PERMISSION_CHECK", "maybe")
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert "planning" in phases and status == 1, printed
+
+
+def test_a_stamp_that_cannot_be_written_fails_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk or a quota at the stamp (several MB at 10,000 nodes): the run that succeeded still
+    succeeds, and leaves no half-written stamp."""
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+
+    real_replace = os.replace
+
+    def full(src: Path, dst: Path) -> None:  # the disk is full when the stamp is written
+        if Path(dst).name == "stamp.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    assert status == 0, printed
+    assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}

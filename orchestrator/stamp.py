@@ -86,23 +86,17 @@ def matches(out: Path, run_key: str) -> bool:
 
 def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     """Stamp `out` as clean for `run_key` (called under the run's lock, after a clean audit of every
-    certs directory). A file changed within a clock tick is waited out first (a few ms, after a run of a
-    few certificates), so the next run can trust the stamp. The dates of a certificate the last stamp knew
-    unchanged are taken from it."""
+    certs directory), unless a file changed within a clock tick (a run of a few certificates): the next
+    run, which changes nothing, writes it. The dates of a certificate the last stamp knew unchanged are
+    taken from it."""
     named = sorted(named)
-    for _ in range(3):
-        taken = time.time_ns()
-        try:
-            files, newest = signatures(out, named)
-        except OSError:
-            return  # a file gone while walking: whatever it was, no stamp vouches for it
-        if newest < taken - _RACY_NS:
-            break
-        if newest > taken + 1_000_000_000:
-            return  # a file from the future: a clock set back; no stamp until times make sense
-        time.sleep((newest + _RACY_NS - taken) / 1e9 + 0.001)
-    else:
-        return
+    taken = time.time_ns()
+    try:
+        files, newest = signatures(out, named)
+    except OSError:
+        return  # a file gone while walking: whatever it was, no stamp vouches for it
+    if newest >= taken - _RACY_NS:
+        return  # a file changed within a clock tick: the next run, which changes nothing, stamps it
     previous = _load(out) or {}
     known = previous.get("dates", {})
     known_files = previous.get("files", {})

@@ -112,7 +112,7 @@ def issue(
     return result
 
 
-def unchanged(out: Path, stamp_key: str) -> bool:
+def unchanged(out: Path, stamp_key: str, named: list[str] | None = None) -> bool:
     """Whether `out` is as the last clean run with this input left it (stamp.py), looked at under the
     lock, so never in the middle of another run's commit. A lock that cannot be had at once (another run,
     a read-only folder), or what a killed run left to clean up, sends the run the full way."""
@@ -124,7 +124,7 @@ def unchanged(out: Path, stamp_key: str) -> bool:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
             with os.scandir(work) as entries:
                 leftovers = any(e.name.startswith(("stage-", "new-", "old-")) for e in entries)
-            return not leftovers and stamp.matches(out, stamp_key)
+            return not leftovers and stamp.matches(out, stamp_key, named)
     except OSError:
         return False
 

@@ -24,6 +24,7 @@ import json
 import os
 import stat
 import time
+import tomllib
 from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
@@ -67,10 +68,35 @@ def source(config: Path | None, out: Path) -> tuple[bytes, Path | None] | None:
         return None
 
 
-def matches(out: Path, run_key: str) -> bool:
-    """Whether `out` is as a clean run with input `run_key` left it, and nothing would be said now."""
+def named_in(source: bytes, spec_path: Path | None) -> list[str] | None:
+    """The files a --config spec names elsewhere ([ca], [ui]), resolved now as spec.load resolves them: a
+    link re-pointed since the stamp names other files. None for the record (its paths are resolved
+    already) or a spec that does not parse (the full way says why)."""
+    if spec_path is None:
+        return None
+    try:
+        data = tomllib.loads(source.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        return None
+    base, named = spec_path.resolve().parent, []
+    for table in ("ca", "ui"):
+        section = data.get(table)
+        if (
+            isinstance(section, dict)
+            and isinstance(section.get("cert"), str)
+            and isinstance(section.get("key"), str)
+        ):
+            named += [str((base / section["cert"]).resolve()), str((base / section["key"]).resolve())]
+    return sorted(named)
+
+
+def matches(out: Path, run_key: str, named: list[str] | None = None) -> bool:
+    """Whether `out` is as a clean run with input `run_key` left it, and nothing would be said now;
+    `named`: the files the spec names elsewhere, as they resolve now (named_in)."""
     held = _load(out)
     if held is None or held.get("format") != FORMAT or held.get("key") != run_key:
+        return False
+    if named is not None and named != held["named"]:
         return False
     now = time.time()
     if not held["valid_from"] <= now < held["valid_until"] - EXPIRY_WARNING.total_seconds():
@@ -89,7 +115,7 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
     certs directory), unless a file changed within a clock tick (a run of a few certificates): the next
     run, which changes nothing, writes it. The dates of a certificate the last stamp knew unchanged are
     taken from it."""
-    named = sorted(named)
+    named = sorted(named, key=str)
     taken = time.time_ns()
     try:
         files, newest = signatures(out, named)

@@ -245,3 +245,23 @@ def test_a_stamp_that_cannot_be_written_fails_nothing(
     status, printed, _ = issue(spec, out, monkeypatch, capsys)
     assert status == 0, printed
     assert {p.name for p in (out / ".crdb-certs").iterdir()} == {"lock"}
+
+
+def test_your_own_ca_behind_a_link_that_now_points_elsewhere_takes_the_full_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the spec names org/current/org-ca.crt; `current` is re-pointed from one CA to
+    another. The stamp knew the files the link led to then: the full way refuses the other CA."""
+    orgca.OrgCA(tmp_path / "org/v1")
+    orgca.OrgCA(tmp_path / "org/v2", cn="Example Org Root CA 2")
+    (tmp_path / "org/current").symlink_to("v1")
+    own_ca = '\n[ca]\ncert = "org/current/org-ca.crt"\nkey = "org/current/org-ca.key"\n'
+    spec, out = write_spec(tmp_path, SPEC.replace("\n", own_ca, 1)), tmp_path / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    time.sleep(0.05)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert "planning" not in issue(spec, out, monkeypatch, capsys)[2]
+    (tmp_path / "org/current").unlink()
+    (tmp_path / "org/current").symlink_to("v2")
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert "planning" in phases and status == 1 and "ca" in printed, printed

@@ -81,27 +81,19 @@ class Pool:
             worker.process.stdin.write(line.encode())
             worker.process.stdin.flush()
         except BrokenPipeError:
-            raise RunError(f"an openssl worker ended unasked ({self._ended(worker)})") from None
+            raise RunError(f"an openssl worker ended unasked ({_how(worker.process.wait())})") from None
         worker.job = job
 
     def wait(self) -> list[tuple[int, str | None]]:
         """Block until a job ends (or a signal comes: then maybe none did, and the caller looks at why)."""
         busy = {w.process.stdout.fileno(): w for w in self.workers if w.job is not None and w.process.stdout}
         assert busy, "waiting with nothing running"
-        watched = [*busy, *([self.wakeup] if self.wakeup is not None else [])]
-        ready, _, _ = select.select(watched, [], [])
         ended: list[tuple[int, str | None]] = []
-        for fd in ready:
-            if fd == self.wakeup:
-                _drain(fd)
-                continue
+        for fd in _ready(list(busy), self.wakeup):
             worker = busy[fd]
             chunk = os.read(fd, 65536)
             if not chunk:
-                code = worker.process.wait()
-                if -code in (signal.SIGTERM, signal.SIGINT):  # sent to every process of the run (systemd)
-                    raise Interrupted(-code)
-                raise RunError(f"an openssl worker ended unasked ({self._ended(worker)})")
+                raise _unasked("an openssl worker", worker.process.wait())
             worker.said += chunk
             if worker.said.endswith(b"\n"):
                 answer = json.loads(worker.said)
@@ -150,11 +142,6 @@ class Pool:
         worker = _Worker(process, ahead)
         self.workers.append(worker)
         return worker
-
-    @staticmethod
-    def _ended(worker: _Worker) -> str:
-        code = worker.process.wait()
-        return f"signal {-code}" if code < 0 else f"exit status {code}"
 
 
 _NICE_AHEAD = 10  # CFS gives a nice-10 process ~1/10 of a core that a nice-0 one wants
@@ -210,22 +197,14 @@ class Forks:
 
     def wait(self) -> list[tuple[int, str | None]]:
         assert self.running, "waiting with nothing running"
-        watched = [*self.running, *([self.wakeup] if self.wakeup is not None else [])]
-        ready, _, _ = select.select(watched, [], [])
         ended: list[tuple[int, str | None]] = []
-        for fd in ready:
-            if fd == self.wakeup:
-                _drain(fd)
-                continue
+        for fd in _ready(list(self.running), self.wakeup):
             job, pid = self.running.pop(fd)
             with os.fdopen(fd, "rb") as answer:
                 said = answer.read()
             _, status = os.waitpid(pid, 0)
             if not said:
-                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-                if -code in (signal.SIGTERM, signal.SIGINT):  # sent to every process of the run (systemd)
-                    raise Interrupted(-code)
-                raise RunError(f"a process running openssl ended unasked (wait status {status})")
+                raise _unasked("a process running openssl", os.waitstatus_to_exitcode(status))
             ended.append((job, json.loads(said)["error"]))
         return ended
 
@@ -251,6 +230,26 @@ def _run_job(tool: OpenSSL, argvs: Sequence[tuple[str, ...]], cwd: Path) -> str 
 def _kill_group(pid: int) -> None:
     with suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _ready(fds: list[int], wakeup: int | None) -> list[int]:
+    """Those of `fds` readable, once one is or a signal came (the run's wakeup fd: read empty here)."""
+    ready, _, _ = select.select([*fds, *([wakeup] if wakeup is not None else [])], [], [])
+    if wakeup in ready:
+        _drain(wakeup)
+    return [fd for fd in ready if fd != wakeup]
+
+
+def _unasked(what: str, code: int) -> Exception:
+    """What a process that ended without answering (`code`: its exit status, or minus its signal) stops
+    the run with: a SIGTERM or SIGINT sent to every process of the run (systemd) is an interruption."""
+    if -code in (signal.SIGTERM, signal.SIGINT):
+        return Interrupted(-code)
+    return RunError(f"{what} ended unasked ({_how(code)})")
+
+
+def _how(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit status {code}"
 
 
 def _drain(fd: int) -> None:

@@ -336,7 +336,19 @@ def issue(
             runner.check_ca_keys(the_spec, out)  # a run with nothing to sign has not looked at them
         return clean
 
-    backup = out / names.BACKUP_DIR
+    def run(progress: runner.Progress | None, plan_for: Callable[[Path], Plan]) -> runner.Result:
+        return runner.issue(
+            the_spec,
+            out,
+            openssl.find,
+            jobs or 0,
+            progress=progress,
+            planner=plan_for,
+            backup=out / names.BACKUP_DIR,
+            finish=finish,
+            stamp_key=input_key,
+        )
+
     if sys.stdout.isatty() and not quiet:
         import time
 
@@ -368,28 +380,9 @@ def issue(
                 eta = f", about {_eta(left)} left" if done < total else ""
                 bar.update(counter, description=f"{done}/{total} verified{eta}, last: {cert}", refresh=True)
 
-            result = runner.issue(
-                the_spec,
-                out,
-                openssl.find,
-                jobs or 0,
-                progress=advance,
-                planner=counted,
-                backup=backup,
-                finish=finish,
-                stamp_key=input_key,
-            )
+            result = run(advance, counted)
     else:
-        result = runner.issue(
-            the_spec,
-            out,
-            openssl.find,
-            jobs or 0,
-            planner=planner,
-            backup=backup,
-            finish=finish,
-            stamp_key=input_key,
-        )
+        result = run(None, planner)
     made = [t.title for t in result.plan.work()]
     if not result.changed:
         say(f"{out}: up to date, nothing changed")

@@ -1,13 +1,14 @@
 """Where a run's openssl commands run: a few small worker processes, each running one job (a list of
-openssl commands) at a time through `sh` (openssl.OpenSSL.run), while the run's own process plans,
+openssl commands) at a time through `sh` (openssl.OpenSSL.run_alone), while the run's own process plans,
 verifies and commits.
 
 Why workers (issue 16): `sh` forks the Python process that calls it, and what a fork costs grows with that
 process. The run's process holds the plan of every certificate (~70 MB at 2,000 nodes, ~150 MB at 10,000),
 and `sh` from there cost 16 ms of CPU per command against 6 ms from a process that has imported only
 `sh`. A worker is such a process: a fresh interpreter (not a fork of this one), started once per run,
-running every command it is given. They are single-threaded when `sh` forks (OpenSSL.run joins what `sh`
-starts), and this process forks nothing at all.
+running every command it is given. A worker has one thread and runs `sh` in the foreground (no thread
+either: a plain fork and exec, ~3 ms less per command than capturing output), and this process forks
+nothing at all.
 
 Each worker is its own process group: a Ctrl-C or SIGTERM reaches the run's process only, which stops the
 workers (and the openssl each runs) itself, at once (`Pool.close`), wherever they are. A worker whose run
@@ -28,6 +29,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -187,7 +189,9 @@ class Forks:
                     signal.signal(sig, signal.SIG_DFL)
                 if ahead:
                     os.nice(_NICE_AHEAD)
-                os.write(write, json.dumps({"error": _run_job(self.tool, argvs, cwd)}).encode())
+                with tempfile.TemporaryFile() as said:
+                    error = _run_job(self.tool, argvs, cwd, said.fileno())
+                os.write(write, json.dumps({"error": error}).encode())
             finally:
                 os._exit(0)
         os.close(write)
@@ -217,11 +221,12 @@ class Forks:
         self.running.clear()
 
 
-def _run_job(tool: OpenSSL, argvs: Sequence[tuple[str, ...]], cwd: Path) -> str | None:
-    """Run a job's commands in order: None, or what the first that failed said."""
+def _run_job(tool: OpenSSL, argvs: Sequence[tuple[str, ...]], cwd: Path, said: int) -> str | None:
+    """Run a job's commands in order (openssl's output to the private file `said`): None, or what the
+    first that failed said."""
     try:
         for argv in argvs:
-            tool.run(tuple(argv), cwd)
+            tool.run_alone(tuple(argv), cwd, said)
     except RunError as e:
         return str(e)
     return None
@@ -268,12 +273,13 @@ def serve() -> None:
     # A SIGINT sent to every process of the run ends this one as SIGTERM does, without a traceback: the
     # run tells the user what happened.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.umask(0o077)  # OpenSSL.run sets it in each openssl child too; nothing here is ever readable by others
+    os.umask(0o077)  # as each openssl child's (OpenSSL.run_alone): nothing here is ever readable by others
     run_pid = os.getppid()
-    while line := sys.stdin.buffer.readline():
-        if os.getppid() != run_pid:  # the run was killed: nothing more for its staging folder
-            return
-        job = json.loads(line)
-        error = _run_job(tool, job["argvs"], Path(job["cwd"]))
-        sys.stdout.write(json.dumps({"error": error}) + "\n")
-        sys.stdout.flush()
+    with tempfile.TemporaryFile() as said:  # what openssl prints (unnamed, 0600), read when it fails
+        while line := sys.stdin.buffer.readline():
+            if os.getppid() != run_pid:  # the run was killed: nothing more for its staging folder
+                return
+            job = json.loads(line)
+            error = _run_job(tool, job["argvs"], Path(job["cwd"]), said.fileno())
+            sys.stdout.write(json.dumps({"error": error}) + "\n")
+            sys.stdout.flush()

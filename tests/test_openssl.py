@@ -280,3 +280,55 @@ def test_the_openssl_under_test_is_the_one_asked_for() -> None:
         assert found.startswith(wanted), f"asked for {wanted!r}, testing {found!r}"
     else:
         assert check_version(found) == (True, ""), found
+
+
+ALONE = """
+import os, sys, tempfile
+from pathlib import Path
+from orchestrator.errors import RunError
+from orchestrator.openssl import OpenSSL
+os.umask(0)
+before = [os.fstat(fd) for fd in (0, 1, 2)]
+with tempfile.TemporaryFile() as said:
+    try:
+        tool = OpenSSL(sys.argv[1], "OpenSSL 3.0.0")
+        tool.run_alone(("openssl", "ca", "-batch"), Path(sys.argv[2]), said.fileno())
+        print("ran")
+    except RunError as e:
+        print("error:", e)
+assert [(s.st_dev, s.st_ino) for s in before] == [(s.st_dev, s.st_ino) for s in map(os.fstat, (0, 1, 2))]
+assert os.umask(0) == 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('echo "unable to load CA key" >&2; exit 1', "(exit 1): openssl ca -batch\nunable to load CA"),
+        ("readlink /proc/self/fd/0 >&2; exit 2", "(exit 2): openssl ca -batch\n/dev/null"),
+        ("echo made > made; echo out; exit 0", "ran"),
+    ],
+    ids=["its-error-shown", "stdin-is-dev-null", "output-private"],
+)
+def test_run_alone_shows_the_error_reads_nothing_and_makes_private_files(
+    tmp_path: Path, body: str, says: str
+) -> None:
+    """The workers' way of running openssl (sh in the foreground, issue 16): what a failing openssl says on
+    stderr is in the error, it reads nothing from the worker's stdin (its job pipe), every file it makes is
+    private whatever the caller's umask, and the caller's fds 0-2 and umask are its own again afterwards."""
+    fake = fake_openssl(tmp_path, body) / "openssl"
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", ALONE, str(fake), str(work)],
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert says in run.stdout, run.stdout
+    if says == "ran":
+        assert (work / "made").stat().st_mode & 0o777 == 0o600
+        assert run.stdout == "ran\n"  # openssl's own stdout went to the private file, not to the worker's

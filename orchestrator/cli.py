@@ -309,7 +309,7 @@ def issue(
     # Nothing touched since the last clean run with this spec: the same answer, without planning (stamp.py).
     given = stamp.source(config, out)
     stamp_key = stamp.key(*given, profile, key_type) if given else None
-    named = stamp.named_in(*given) if given else None
+    named = (lambda: stamp.named_in(*given)) if given else None  # the spec parsed only if the rest matches
     if stamp_key is not None and reissue is None and not prune and runner.unchanged(out, stamp_key, named):
         (click.echo if check else say)(f"{out}: up to date" + ("" if check else ", nothing changed"))
         return ExitStatus.OK

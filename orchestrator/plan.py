@@ -58,6 +58,8 @@ class State:
     # Whose CA signs the folder, as its record says (None: no record). A folder signed elsewhere (csr +
     # import) has no CA crdb-certs could sign with, so no plan makes or signs anything there.
     provenance: Provenance | None = None
+    # Every certificate task -> the digest of what it expects (stamp.expect_digest), for the stamp.
+    expects: dict[str, str] = field(default_factory=dict)
 
 
 def build(spec: Spec, state: State | None = None) -> Plan:
@@ -127,7 +129,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
         record = made["record", provenance] = record_task(spec, provenance)
     tasks.append(record)
     kept = tuple(_keep_needed(tasks, state))
-    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state))
+    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state), expects=state.expects)
 
 
 class _Made:

@@ -108,11 +108,11 @@ def issue(
         with signals.at_once():  # the audit and the stamp: read only, or one file replaced whole
             key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
             if key is not None and not stamp.matches(out, key):
-                stamp.write(out, key, named_files(spec))
+                stamp.write(out, key, named_files(spec), result.plan.expects)
     return result
 
 
-def unchanged(out: Path, stamp_key: str, named: list[str] | None = None) -> bool:
+def unchanged(out: Path, stamp_key: str, named: Callable[[], list[str] | None] | None = None) -> bool:
     """Whether `out` is as the last clean run with this input left it (stamp.py), looked at under the
     lock, so never in the middle of another run's commit. A lock that cannot be had at once (another run,
     a read-only folder), or what a killed run left to clean up, sends the run the full way."""

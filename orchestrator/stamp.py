@@ -25,17 +25,20 @@ import os
 import stat
 import time
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orchestrator
 from orchestrator import names
 from orchestrator.auditing.validity import EXPIRY_WARNING
 from orchestrator.files import read_regular
 
-FORMAT = 2
+if TYPE_CHECKING:
+    from orchestrator.certcheck import Expect
+
+FORMAT = 3
 # Wider than a kernel clock tick (file times may come from a clock that advances once a tick, 10 ms at
 # HZ=100): a file whose times are this close to the moment its signature was taken may change unseen.
 _RACY_NS = 20_000_000
@@ -90,13 +93,15 @@ def named_in(source: bytes, spec_path: Path | None) -> list[str] | None:
     return sorted(named)
 
 
-def matches(out: Path, run_key: str, named: list[str] | None = None) -> bool:
+def matches(out: Path, run_key: str, named: Callable[[], list[str] | None] | None = None) -> bool:
     """Whether `out` is as a clean run with input `run_key` left it, and nothing would be said now;
-    `named`: the files the spec names elsewhere, as they resolve now (named_in)."""
+    `named`: the files the spec names elsewhere, as they resolve now (named_in: parsing the spec, so
+    asked only once the input is the same)."""
     held = _load(out)
     if held is None or held.get("format") != FORMAT or held.get("key") != run_key:
         return False
-    if named is not None and named != held["named"]:
+    resolved = named() if named is not None else None
+    if resolved is not None and resolved != held["named"]:
         return False
     now = time.time()
     if not held["valid_from"] <= now < held["valid_until"] - EXPIRY_WARNING.total_seconds():
@@ -110,11 +115,12 @@ def matches(out: Path, run_key: str, named: list[str] | None = None) -> bool:
     return bool(current == held["files"])
 
 
-def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
+def write(out: Path, run_key: str, named: Iterable[Path], expects: Mapping[str, str]) -> None:
     """Stamp `out` as clean for `run_key` (called under the run's lock, after a clean audit of every
     certs directory), unless a file changed within a clock tick (a run of a few certificates): the next
     run, which changes nothing, writes it. The dates of a certificate the last stamp knew unchanged are
-    taken from it."""
+    taken from it. `expects`: the digest of what each certificate task of the run's spec expects
+    (Plan.expects), each made and verified, or found right, by the run."""
     named = sorted(named, key=str)
     taken = time.time_ns()
     try:
@@ -141,6 +147,7 @@ def write(out: Path, run_key: str, named: Iterable[Path]) -> None:
         "valid_until": min((d[1] for d in dates.values()), default=float("inf")),
         "files": files,
         "dates": dates,
+        "expects": dict(expects),
     }
     path = out / names.STAMP
     partial = path.with_name(path.name + ".new")
@@ -164,9 +171,7 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
     def signature(st: os.stat_result) -> Signature:
         nonlocal newest
         newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
-        return (
-            f"{st.st_mode}:{st.st_uid}:{st.st_gid}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-        )
+        return _signature(st)
 
     top = os.stat(out)
     found: dict[str, Signature] = {".": signature(top)}
@@ -199,6 +204,54 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
             for entry in entries:
                 found[entry.path] = signature(entry.stat())
     return found, newest
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return f"{st.st_mode}:{st.st_uid}:{st.st_gid}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def expect_digest(expect: Expect) -> str:
+    """What a certificate task expects (every field of it), with the version whose checks judged it."""
+    return hashlib.sha256(f"{orchestrator.__version__}\0{expect!r}".encode()).hexdigest()[:32]
+
+
+class Vouch:
+    """The last stamp's word on each certificate, whatever spec the run has now (issue 16: one node
+    added to 10,000 is checked alone). The stamp was written after a clean run that made and verified,
+    or found right, each certificate task it lists, with the expectation whose digest it holds. The
+    certificate is still right when the task expects the same now, its certificate, key and CA
+    certificate have the signatures the stamp holds (the same files, unwritten since), and it is valid
+    at this moment: what certcheck.problems would find again, without reading a file."""
+
+    def __init__(self, out: Path, now: float) -> None:
+        held = _load(out) or {}
+        usable = held.get("format") == FORMAT and isinstance(held.get("expects"), dict)
+        self.root, self.now = os.fspath(out), now
+        self.expects: dict[str, str] = held["expects"] if usable else {}
+        self.files: dict[str, Signature] = held.get("files", {}) if usable else {}
+        self.dates: dict[str, list[float]] = held.get("dates", {}) if usable else {}
+
+    def vouches(self, task_id: str, digest: str, expect: Expect) -> bool:
+        if not self.expects or self.expects.get(task_id) != digest:
+            return False
+        dates = self.dates.get(expect.cert)
+        if dates is None or not dates[0] <= self.now <= dates[1]:
+            return False
+        return all(self._unchanged(p) for p in (expect.cert, expect.key, expect.issuer) if p is not None)
+
+    def _unchanged(self, path: str) -> bool:
+        """Whether `path` is the file the stamp saw: as `signatures` took it (a link, and what it points
+        to; a file the spec names elsewhere, followed)."""
+        try:
+            if os.path.isabs(path):
+                return _signature(os.stat(path)) == self.files.get(path)
+            where = os.path.join(self.root, path)
+            st = os.lstat(where)
+            if _signature(st) != self.files.get(path):
+                return False
+            return not stat.S_ISLNK(st.st_mode) or _signature(os.stat(where)) == self.files.get(path + " ->")
+        except (OSError, ValueError):
+            return False
 
 
 def _dates(path: Path) -> list[float]:

@@ -152,6 +152,9 @@ class Plan:
     # Files and folders the run takes away (after keeping them in the backup): a node's files in certs/
     # once certs/ is no longer that node's folder, and what `issue --prune` removes.
     drop: tuple[str, ...] = ()
+    # Every certificate task of the spec (fresh ones included) -> the digest of what it expects
+    # (stamp.expect_digest): what a clean run's stamp vouches for, so the next run need not check again.
+    expects: dict[str, str] = field(default_factory=dict)
 
     @property
     def steps(self) -> Iterator[Step]:

@@ -7,16 +7,19 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from orchestrator import names, stamp
+from orchestrator import names, stamp, state
+from orchestrator.certcheck import Expect
 from tests import orgca
 from tests.conftest import REPO, crdb, write_spec
 
@@ -160,10 +163,10 @@ def test_a_file_changed_within_a_clock_tick_of_the_stamp_is_not_trusted(clean: t
     _, out = clean
     key = json.loads((out / names.STAMP).read_text())["key"]
     _same_bytes(out)
-    stamp.write(out, key, [])
+    stamp.write(out, key, [], {})
     assert not stamp.matches(out, key), "the old stamp, and no new one"
     time.sleep(0.05)
-    stamp.write(out, key, [])
+    stamp.write(out, key, [], {})
     assert stamp.matches(out, key)
     held = json.loads((out / names.STAMP).read_text())
     held["taken"] = held["newest"] = (out / "certs/client.root.crt").stat().st_ctime_ns
@@ -265,3 +268,104 @@ def test_your_own_ca_behind_a_link_that_now_points_elsewhere_takes_the_full_way(
     (tmp_path / "org/current").symlink_to("v2")
     status, printed, phases = issue(spec, out, monkeypatch, capsys)
     assert "planning" in phases and status == 1 and "ca" in printed, printed
+
+
+ONE_MORE = SPEC + '\n[[nodes]]\nname = "c"\nhosts = ["c.example.com"]\n'
+
+
+def test_one_node_more_checks_only_the_new_certificate(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: the stamp vouches for each certificate it saw right whatever the spec is now, so a node
+    added to a stamped folder is the one certificate read and checked (not all 10,000 others)."""
+    spec, out = clean
+    checked: list[str] = []
+    real = state.problems
+
+    def counted(expect: Expect, root: Path, now: datetime | None = None) -> list[str]:
+        checked.append(expect.cert)
+        return real(expect, root, now)
+
+    monkeypatch.setattr(state, "problems", counted)
+    write_spec(spec.parent, ONE_MORE)
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    assert status == 0 and "made node c" in printed, printed
+    assert checked == ["nodes/c/node.crt"]
+
+
+def _hosts_changed(out: Path) -> str:
+    return ONE_MORE.replace('hosts = ["a.example.com"]', 'hosts = ["a.example.com", "a2.example.com"]')
+
+
+def _ca_replaced(out: Path) -> str:
+    """Another CA's certificate in certs/ca.crt (the stamp saw the folder's own)."""
+    other = orgca.OrgCA(out.parent / "other-ca")
+    shutil.copyfile(other.cert_path, out / "certs/ca.crt")
+    return ONE_MORE
+
+
+# Each: what is done to a stamped folder (returning the spec to run then, one node more than the
+# stamp's): the stamp must not vouch for what changed, so the run answers as it would without a stamp.
+NOT_VOUCHED: dict[str, Callable[[Path], str]] = {
+    "a certificate replaced by another node's": lambda out: _copy_other_node(out) or ONE_MORE,
+    "a node's hosts changed in the spec": _hosts_changed,
+    "the CA certificate replaced": _ca_replaced,
+    "a key replaced by a link to another": lambda out: (
+        (
+            (out / "nodes/a/node.key").unlink(),
+            (out / "nodes/a/node.key").symlink_to(out / "nodes/b/node.key"),
+        )
+        and ONE_MORE
+    ),
+}
+
+
+def _same_for_both(printed: str, folder: Path) -> str:
+    """What a run printed, without what differs between two folders: their names, the time (backups,
+    transcripts)."""
+    return re.sub(r"\d{8}T\d{6,}Z", "TIME", printed.replace(str(folder), "FOLDER"))
+
+
+@pytest.mark.parametrize("change", NOT_VOUCHED)
+def test_the_stamp_vouches_only_for_what_it_saw(
+    change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = []
+    for stamped in (True, False):
+        folder = tmp_path / ("stamped" if stamped else "not")
+        spec, out = write_spec(folder, SPEC), folder / "out"
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        time.sleep(0.05)
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        assert (out / names.STAMP).is_file()
+        if not stamped:
+            (out / names.STAMP).unlink()
+        write_spec(folder, NOT_VOUCHED[change](out))
+        status, printed, _ = issue(spec, out, monkeypatch, capsys)
+        answers.append((status, _same_for_both(printed, folder)))
+    assert answers[0] == answers[1]
+    assert "node c" in answers[0][1] or answers[0][0] != 0, answers[0]
+
+
+def test_the_stamp_vouches_for_no_certificate_past_its_end(tmp_path: Path) -> None:
+    """400 days on, every 365-day certificate has ended: one node more, and each is found expired, as
+    without a stamp."""
+    answers = []
+    for stamped in (True, False):
+        folder = tmp_path / ("stamped" if stamped else "not")
+        spec, out = write_spec(folder, SPEC), folder / "out"
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        time.sleep(0.05)
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        assert (out / names.STAMP).is_file() == stamped or (out / names.STAMP).unlink() is None
+        write_spec(folder, ONE_MORE)
+        command = ["issue", "--config", str(spec), "--out", str(out)]
+        run = subprocess.run(
+            ["faketime", "-f", "+400d", sys.executable, "-m", "orchestrator", *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        answers.append((run.returncode, _same_for_both(run.stdout + run.stderr, folder)))
+    assert answers[0] == answers[1]
+    assert "node.crt" in answers[0][1], answers[0]

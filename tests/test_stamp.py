@@ -12,13 +12,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
 from orchestrator import names, stamp
 from tests import orgca
-from tests.conftest import REPO, crdb, write_spec
+from tests.conftest import REPO, crdb, no_hang, write_spec
+from tests.test_faults import tmpfs
 
 SPEC = """\
 key_type = "ec"
@@ -39,11 +41,16 @@ user = "root"
 @pytest.fixture
 def clean(tmp_path: Path) -> tuple[Path, Path]:
     spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    stamped(spec, out)
+    return spec, out
+
+
+def stamped(spec: Path, out: Path) -> None:
+    """`out` issued from `spec`, and stamped by a second run."""
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     time.sleep(0.05)  # a run of a few certificates ends within a clock tick of its last file: not stamped
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     assert (out / names.STAMP).is_file(), "a clean run that changed nothing stamps the folder"
-    return spec, out
 
 
 def issue(
@@ -265,3 +272,52 @@ def test_your_own_ca_behind_a_link_that_now_points_elsewhere_takes_the_full_way(
     (tmp_path / "org/current").symlink_to("v2")
     status, printed, phases = issue(spec, out, monkeypatch, capsys)
     assert "planning" in phases and status == 1 and "ca" in printed, printed
+
+
+def test_check_of_a_read_only_folder_is_answered_from_the_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the stamp was looked at under the run's lock, its file opened for writing:
+    `issue --check` of a folder this user may not write to failed instead of answering. It is read under
+    a shared lock on the file opened read-only. Read-only here: `chmod -R a-w`, or as root (whom modes do
+    not stop) a tmpfs remounted read-only."""
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    as_root = os.geteuid() == 0
+    with tmpfs(out, "size=4m,mode=0755") if as_root else nullcontext():
+        stamped(spec, out)
+        if as_root:
+            subprocess.run(["mount", "-o", "remount,ro", out], check=True)
+        else:
+            subprocess.run(["chmod", "-R", "a-w", out], check=True)
+        try:
+            status, printed, phases = issue(spec, out, monkeypatch, capsys, "--check")
+        finally:
+            if not as_root:
+                subprocess.run(["chmod", "-R", "u+w", out], check=True)
+    assert (status, printed) == (0, f"{out}: up to date\n")
+    assert "planning" not in phases, phases
+
+
+def test_check_beside_a_run_that_holds_the_lock_answers_at_once(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the stamp was looked at under the run's exclusive lock, waited for: `issue
+    --check` beside a running `issue` (minutes at 10,000 nodes) waited for it to end. The stamp is not
+    waited for: --check takes the full way, which changes nothing and takes no lock, and answers now."""
+    spec, out = clean
+    hold = (
+        "import fcntl, sys; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX);"
+        " print('held', flush=True); sys.stdin.read()"
+    )
+    lock = out / ".crdb-certs" / "lock"
+    argv = [sys.executable, "-c", hold, str(lock)]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        try:
+            with no_hang(30):
+                status, printed, phases = issue(spec, out, monkeypatch, capsys, "--check")
+        finally:
+            holder.stdin.close()  # it ends, and the lock with it
+    assert (status, printed) == (0, f"{out}: up to date\n")
+    assert "planning" in phases, phases

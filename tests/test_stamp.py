@@ -321,3 +321,29 @@ def test_check_beside_a_run_that_holds_the_lock_answers_at_once(
             holder.stdin.close()  # it ends, and the lock with it
     assert (status, printed) == (0, f"{out}: up to date\n")
     assert "planning" in phases, phases
+
+
+def test_a_crl_beside_the_folder_is_part_of_what_the_stamp_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the audit of certs/ also reads the CRLs beside the output folder (crls.find:
+    <its parent>/crl/*.crl); a CRL put or changed there was answered "up to date" from the stamp. The
+    CRLs here are the folder's CA's, made by `crl` and `revoke` in a copy of the folder."""
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    stamped(spec, out)
+    copy = tmp_path / "copy" / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    assert crdb("crl", "--out", copy) == 0  # revokes nothing
+    beside = tmp_path / names.CRL_DIR
+    beside.mkdir()
+    shutil.copyfile(copy / "crl/ca.crl", beside / "ca.crl")
+    time.sleep(0.05)  # so that the run below stamps the folder with the CRL
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert (status, printed) == (0, f"{out}: up to date, nothing changed\n")
+    assert "planning" in phases, "a CRL added beside the folder: answered from the stamp"
+    assert "planning" not in issue(spec, out, monkeypatch, capsys)[2], "stamped with the CRL"
+    assert crdb("revoke", "--out", copy, "--clients", "root") == 0
+    shutil.copyfile(copy / "crl/ca.crl", beside / "ca.crl")  # the same file, rewritten
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert "planning" in phases, "a CRL changed beside the folder: answered from the stamp"
+    assert status == 1 and "client.root.crt" in printed and "revoked" in printed, printed

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from orchestrator import runner, state, workers
+from orchestrator import files, runner, state, workers
 from tests import pkicheck
 from tests.conftest import REPO, crdb, is_stamp, no_hang, write_spec
 from tests.pkicheck import CLIENT, SERVER
@@ -566,6 +566,20 @@ def test_a_fifo_in_a_certs_directory_hangs_nothing_and_renew_commits_nothing(
         assert crdb("renew", "--config", spec, "--out", out, "--nodes", "a") == 2
     one_line(capsys, "not a regular file", "client.bob.crt")
     assert snapshot(out) == before
+
+
+def test_a_file_read_in_short_pieces_is_read_whole(ec_pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of issue 16: read_regular took the first read(2) as the whole file when it was shorter than
+    the file's size; on FUSE or a network file system a read may return less than asked (here every read
+    returns at most 100 bytes), and a certificate came back cut."""
+    paths = [ec_pki / "out/certs/ca.crt", ec_pki / "out/nodes/a/node.crt", ec_pki / "out/nodes/a/node.key"]
+    whole = {path: path.read_bytes() for path in paths}
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 100)))  # the os.read files calls
+    for path in paths:
+        assert len(whole[path]) > 200, path
+        assert files.read_regular(path) == whole[path], path
+        assert files.read_regular(path, 150) == whole[path][:150], path  # and never more than asked
 
 
 def test_nodes_or_requests_on_another_file_system_is_refused_before_anything_is_made(

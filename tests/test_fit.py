@@ -11,6 +11,7 @@ import shutil
 import string
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import REPO, crdb, write_spec
+from tests.test_faults import LAUNCH
 
 SPEC = """\
 key_type = "ec"
@@ -182,3 +184,31 @@ def test_list_pads_a_table_on_a_terminal_and_prints_tab_separated_columns_elsewh
     status, shown = in_terminal("list", "out/nodes/n1", cwd=tmp_path)
     assert status == 0
     assert "\t" not in shown and re.search(r"Node +node\.crt +node\.key", shown), shown
+
+
+def test_a_run_whose_packages_are_on_pythonpath_runs_openssl_in_workers(tmp_path: Path) -> None:
+    """Review of issue 16: workers start with `python -I`, which ignores PYTHONPATH: where crdb-certs and
+    its packages are installed through PYTHONPATH, a run big enough for workers failed (they could not
+    import `sh`). Played by a bare virtual environment of this Python (no packages of its own) with this
+    one's packages on PYTHONPATH, and every run given workers (workers.SMALL = 0)."""
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", bare], check=True)
+    python = bare / "bin" / "python"
+    alone = subprocess.run([python, "-c", "import sh"], capture_output=True, cwd=tmp_path)
+    assert alone.returncode != 0, "the bare environment has `sh` of its own"
+    packages = dict.fromkeys([str(REPO), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    spec = write_spec(tmp_path, 'key_type = "ec"\n[[nodes]]\nname = "n1"\nhosts = ["localhost"]\n')
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [python, "-c", LAUNCH, "0", "issue", "--config", spec, "--out", out, "--quiet"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(packages)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (run.returncode, run.stderr) == (0, ""), run.stderr
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", out / "certs/ca.crt", out / "nodes/n1/node.crt"], capture_output=True
+    )
+    assert verify.returncode == 0, verify.stdout

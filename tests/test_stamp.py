@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import pytest
 from orchestrator import names, stamp, state
 from orchestrator.certcheck import Expect
 from tests import orgca
-from tests.conftest import REPO, crdb, write_spec
+from tests.conftest import REPO, crdb, no_hang, write_spec
+from tests.test_faults import tmpfs
 
 SPEC = """\
 key_type = "ec"
@@ -42,11 +44,16 @@ user = "root"
 @pytest.fixture
 def clean(tmp_path: Path) -> tuple[Path, Path]:
     spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    stamped(spec, out)
+    return spec, out
+
+
+def stamped(spec: Path, out: Path) -> None:
+    """`out` issued from `spec`, and stamped by a second run."""
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     time.sleep(0.05)  # a run of a few certificates ends within a clock tick of its last file: not stamped
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     assert (out / names.STAMP).is_file(), "a clean run that changed nothing stamps the folder"
-    return spec, out
 
 
 def issue(
@@ -369,3 +376,79 @@ def test_the_stamp_vouches_for_no_certificate_past_its_end(tmp_path: Path) -> No
         answers.append((run.returncode, _same_for_both(run.stdout + run.stderr, folder)))
     assert answers[0] == answers[1]
     assert "node.crt" in answers[0][1], answers[0]
+
+
+def test_check_of_a_read_only_folder_is_answered_from_the_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the stamp was looked at under the run's lock, its file opened for writing:
+    `issue --check` of a folder this user may not write to failed instead of answering. It is read under
+    a shared lock on the file opened read-only. Read-only here: `chmod -R a-w`, or as root (whom modes do
+    not stop) a tmpfs remounted read-only."""
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    as_root = os.geteuid() == 0
+    with tmpfs(out, "size=4m,mode=0755") if as_root else nullcontext():
+        stamped(spec, out)
+        if as_root:
+            subprocess.run(["mount", "-o", "remount,ro", out], check=True)
+        else:
+            subprocess.run(["chmod", "-R", "a-w", out], check=True)
+        try:
+            status, printed, phases = issue(spec, out, monkeypatch, capsys, "--check")
+        finally:
+            if not as_root:
+                subprocess.run(["chmod", "-R", "u+w", out], check=True)
+    assert (status, printed) == (0, f"{out}: up to date\n")
+    # A remount changes no file: the stamp answers. chmod changes every file's mode: the full way does.
+    assert ("planning" in phases) == (not as_root), phases
+
+
+def test_check_beside_a_run_that_holds_the_lock_answers_at_once(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the stamp was looked at under the run's exclusive lock, waited for: `issue
+    --check` beside a running `issue` (minutes at 10,000 nodes) waited for it to end. The stamp is not
+    waited for: --check takes the full way, which changes nothing and takes no lock, and answers now."""
+    spec, out = clean
+    hold = (
+        "import fcntl, sys; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX);"
+        " print('held', flush=True); sys.stdin.read()"
+    )
+    lock = out / ".crdb-certs" / "lock"
+    argv = [sys.executable, "-c", hold, str(lock)]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        try:
+            with no_hang(30):
+                status, printed, phases = issue(spec, out, monkeypatch, capsys, "--check")
+        finally:
+            holder.stdin.close()  # it ends, and the lock with it
+    assert (status, printed) == (0, f"{out}: up to date\n")
+    assert "planning" in phases, phases
+
+
+def test_a_crl_beside_the_folder_is_part_of_what_the_stamp_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the audit of certs/ also reads the CRLs beside the output folder (crls.find:
+    <its parent>/crl/*.crl); a CRL put or changed there was answered "up to date" from the stamp. The
+    CRLs here are the folder's CA's, made by `crl` and `revoke` in a copy of the folder."""
+    spec, out = write_spec(tmp_path, SPEC), tmp_path / "out"
+    stamped(spec, out)
+    copy = tmp_path / "copy" / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    assert crdb("crl", "--out", copy) == 0  # revokes nothing
+    beside = tmp_path / names.CRL_DIR
+    beside.mkdir()
+    shutil.copyfile(copy / "crl/ca.crl", beside / "ca.crl")
+    time.sleep(0.05)  # so that the run below stamps the folder with the CRL
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert (status, printed) == (0, f"{out}: up to date, nothing changed\n")
+    assert "planning" in phases, "a CRL added beside the folder: answered from the stamp"
+    assert "planning" not in issue(spec, out, monkeypatch, capsys)[2], "stamped with the CRL"
+    assert crdb("revoke", "--out", copy, "--clients", "root") == 0
+    shutil.copyfile(copy / "crl/ca.crl", beside / "ca.crl")  # the same file, rewritten
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert "planning" in phases, "a CRL changed beside the folder: answered from the stamp"
+    assert status == 1 and "client.root.crt" in printed and "revoked" in printed, printed

@@ -8,16 +8,17 @@ Which commands make each certificate is recipes.py's; which files go where, bund
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from orchestrator import bundles, names, recipes, record
+from orchestrator import bundles, names, recipes, record, stamp
 from orchestrator.cas import Signers, signers
 from orchestrator.errors import UserError
 from orchestrator.profiles import PROFILES, Profile
 from orchestrator.record import Provenance
-from orchestrator.spec import Layout, Spec
+from orchestrator.spec import Layout, Node, Spec
 from orchestrator.steps import (
     Append,
     Chmod,
@@ -60,6 +61,9 @@ class State:
     provenance: Provenance | None = None
     # Every certificate task -> the digest of what it expects (stamp.expect_digest), for the stamp.
     expects: dict[str, str] = field(default_factory=dict)
+    # The ids of node tasks the last clean run's stamp vouches for whole (stamp.Vouch.whole): not built
+    # at all, so one node added to 10,000 plans one node (issue 16).
+    skip: frozenset[str] = frozenset()
 
 
 def build(spec: Spec, state: State | None = None) -> Plan:
@@ -84,14 +88,19 @@ def build(spec: Spec, state: State | None = None) -> Plan:
             database = replace(database, signer=None)
         tasks.append(database)
     made = _made.of(spec, days)
+    common = _common_inputs(spec, days)
+    inputs: dict[str, tuple[str, ...]] = {}
     for node in spec.nodes:
         task_id = f"node:{node.name}"
         new_key = task_id not in state.keep_keys
+        if task_id in state.skip:
+            continue
         task = made.get((task_id, new_key))
         if task is None:
             task = recipes.node_task(node.name, node.hosts, spec, profile, cas.node, days, new_key)
             made[task_id, new_key] = task
         tasks.append(task)
+        inputs[task_id] = (_inputs_digest(common, task_id, node, new_key), *_files_of(task))
     for i, client in enumerate(spec.clients):
         task_id = f"client:{client.user}"
         new_key = task_id not in state.keep_keys
@@ -108,6 +117,8 @@ def build(spec: Spec, state: State | None = None) -> Plan:
         for node in spec.nodes:
             task_id = f"client-node:{node.name}"
             new_key = task_id not in state.keep_keys
+            if task_id in state.skip:
+                continue
             task = made.get((task_id, new_key))
             if task is None:
                 cert = f"{names.node_dir(node.name)}/{names.client_cert(names.NODE_USER)}"
@@ -115,6 +126,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
                 task = recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key)
                 made[task_id, new_key] = task
             tasks.append(task)
+            inputs[task_id] = (_inputs_digest(common, task_id, node, new_key), *_files_of(task))
     if spec.ui:
         tasks.append(
             recipes.ui_task(spec.ui, cas.ui, profile, days, spec, recipes.UI_TASK not in state.keep_keys)
@@ -129,7 +141,37 @@ def build(spec: Spec, state: State | None = None) -> Plan:
         record = made["record", provenance] = record_task(spec, provenance)
     tasks.append(record)
     kept = tuple(_keep_needed(tasks, state))
-    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state), expects=state.expects)
+    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state), expects=state.expects, inputs=inputs)
+
+
+def node_inputs(spec: Spec) -> dict[str, str]:
+    """The digest of what each node's task (node:<name>, and client-node:<name> in the split layouts)
+    is made from, as `build(spec)` makes it: what the stamp holds, to vouch for the task whole."""
+    common = _common_inputs(spec, _lifetimes(spec, PROFILES[spec.profile], signers(spec), State()))
+    kinds = ("node", "client-node") if spec.layout != Layout.STANDARD else ("node",)
+    return {
+        f"{kind}:{node.name}": _inputs_digest(common, f"{kind}:{node.name}", node, True)
+        for kind in kinds
+        for node in spec.nodes
+    }
+
+
+def _common_inputs(spec: Spec, days: recipes.Lifetimes) -> str:
+    """What every node's task is made from besides its node: the spec without its nodes and users
+    (node_task reads the rest of it), its lifetimes, and crdb-certs' code (recipes, templates)."""
+    return f"{stamp.code()}\0{replace(spec, nodes=(), clients=())!r}\0{days!r}"
+
+
+def _inputs_digest(common: str, task_id: str, node: Node, new_key: bool) -> str:
+    return hashlib.sha256(f"{common}\0{task_id}\0{node!r}\0{new_key}".encode()).hexdigest()[:32]
+
+
+def _files_of(task: Task) -> tuple[str, ...]:
+    """The files that are a node's task once done: its certificate (first), key, CA certificate, config."""
+    assert task.expect is not None
+    expect = task.expect
+    configs = (s.path for s in task.steps if is_config(s) and isinstance(s, Write))
+    return tuple(p for p in (expect.cert, expect.key, expect.issuer, *configs) if p is not None)
 
 
 class _Made:

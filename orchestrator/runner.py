@@ -108,7 +108,7 @@ def issue(
         with signals.at_once():  # the audit and the stamp: read only, or one file replaced whole
             key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
             if key is not None and not stamp.matches(out, key):
-                stamp.write(out, key, named_files(spec), result.plan.expects)
+                stamp.write(out, key, named_files(spec), result.plan.expects, result.plan.inputs)
     return result
 
 
@@ -184,17 +184,32 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     """What `issue` would run now (also for --check); reads only. Refuses (changes.Refused) to replace
     or drop what exists unless `asked` says so."""
     asked = asked or changes.Asked()
-    with phases.phase("planning"):
-        full = plan.build(spec)
     with phases.phase("state inspection"):
-        found = state.inspect(out, full)
+        vouch = stamp.Vouch(out, time.time())
+        # The nodes' tasks the last clean run left done, as the spec still asks for them: not planned.
+        # A name to --reissue or --prune is looked for among all of them.
+        inputs = {} if asked.reissue or asked.prune else plan.node_inputs(spec)
+        skip = frozenset(task for task, digest in inputs.items() if vouch.whole(task, digest))
+    with phases.phase("planning"):
+        full = plan.build(spec, plan.State(skip=skip))
+    with phases.phase("state inspection"):
+        found = state.inspect(out, full, vouch)
+    if skip and any(t.expect.is_ca and t.id not in found.fresh for t in full.tasks if t.expect is not None):
+        skip = frozenset()  # a CA made again signs every certificate again: none is left out
+        with phases.phase("planning"):
+            full = plan.build(spec)
+        with phases.phase("state inspection"):
+            found = state.inspect(out, full, vouch)
     with phases.phase("guard (--reissue, --prune)"):
         changes.guard(spec, out, full, found, asked)
         dropped = changes.drop(spec, out, full, asked)
+    # What the stamp will hold of the tasks left out: as it held it (the same input makes the same task).
+    expects = {**{t: vouch.expects[t] for t in skip}, **found.expects}
+    held = {**{t: tuple(vouch.inputs[t]) for t in skip}, **full.inputs}
     del full  # ~5 KB a node: never two whole plans of 10,000 nodes at once (issue 16: peak memory)
     with phases.phase("planning"):
-        todo = plan.build(spec, found)
-    return replace(todo, drop=(*todo.drop, *dropped))
+        todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
+    return replace(todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held)
 
 
 def refuse(todo: Plan, out: Path) -> None:

@@ -19,6 +19,7 @@ clock tick of the stamp could keep its times, so such a file is never trusted (g
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import orchestrator
 from orchestrator import names
 from orchestrator.auditing.validity import EXPIRY_WARNING
 from orchestrator.files import read_regular
+from orchestrator.resources import resource
 
 if TYPE_CHECKING:
     from orchestrator.certcheck import Expect
@@ -48,14 +50,25 @@ _SKIPPED_AT_TOP = (names.STATE_DIR, names.BACKUP_DIR)  # ours, and what runs set
 Signature = str
 
 
+@functools.cache
+def code() -> str:
+    """A digest of crdb-certs' own code and templates: what a stamp's answer was computed with. A version
+    number alone would let a stamp outlive an edit made under the same number (a checkout, a patch)."""
+    digest = hashlib.sha256(orchestrator.__version__.encode())
+    package = Path(orchestrator.__file__).parent
+    for path in sorted([*package.rglob("*.py"), *resource("templates").rglob("*.j2")]):
+        digest.update(f"{path.relative_to(path.parent.parent)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def key(source: bytes, spec_path: Path | None, *options: str | None) -> str:
     """The digest of a run's input: the spec's bytes, where it lies (its relative paths start there),
-    the options that change what it means, crdb-certs' version."""
+    the options that change what it means, crdb-certs' code."""
     digest = hashlib.sha256()
     # What else the audit's answer depends on: CockroachDB's own switch, and who is asking (key modes).
     skip = os.environ.get("COCKROACH_SKIP_KEY_PERMISSION_CHECK")
     who = (os.getuid(), os.getgid(), skip)
-    for part in (str(FORMAT), orchestrator.__version__, str(spec_path), *map(str, options), str(who)):
+    for part in (str(FORMAT), code(), str(spec_path), *map(str, options), str(who)):
         digest.update(part.encode() + b"\0")
     digest.update(source)
     return digest.hexdigest()
@@ -115,12 +128,19 @@ def matches(out: Path, run_key: str, named: Callable[[], list[str] | None] | Non
     return bool(current == held["files"])
 
 
-def write(out: Path, run_key: str, named: Iterable[Path], expects: Mapping[str, str]) -> None:
+def write(
+    out: Path,
+    run_key: str,
+    named: Iterable[Path],
+    expects: Mapping[str, str],
+    inputs: Mapping[str, tuple[str, ...]],
+) -> None:
     """Stamp `out` as clean for `run_key` (called under the run's lock, after a clean audit of every
     certs directory), unless a file changed within a clock tick (a run of a few certificates): the next
     run, which changes nothing, writes it. The dates of a certificate the last stamp knew unchanged are
     taken from it. `expects`: the digest of what each certificate task of the run's spec expects
-    (Plan.expects), each made and verified, or found right, by the run."""
+    (Plan.expects), each made and verified, or found right, by the run; `inputs`: for each node's task,
+    the digest of what it is made from and the files that are it (Plan.inputs)."""
     named = sorted(named, key=str)
     taken = time.time_ns()
     try:
@@ -148,6 +168,7 @@ def write(out: Path, run_key: str, named: Iterable[Path], expects: Mapping[str, 
         "files": files,
         "dates": dates,
         "expects": dict(expects),
+        "inputs": {task: list(held) for task, held in inputs.items()},
     }
     path = out / names.STAMP
     partial = path.with_name(path.name + ".new")
@@ -211,8 +232,8 @@ def _signature(st: os.stat_result) -> Signature:
 
 
 def expect_digest(expect: Expect) -> str:
-    """What a certificate task expects (every field of it), with the version whose checks judged it."""
-    return hashlib.sha256(f"{orchestrator.__version__}\0{expect!r}".encode()).hexdigest()[:32]
+    """What a certificate task expects (every field of it), with the code whose checks judged it."""
+    return hashlib.sha256(f"{code()}\0{expect!r}".encode()).hexdigest()[:32]
 
 
 class Vouch:
@@ -228,18 +249,31 @@ class Vouch:
         usable = held.get("format") == FORMAT and isinstance(held.get("expects"), dict)
         self.root, self.now = os.fspath(out), now
         self.expects: dict[str, str] = held["expects"] if usable else {}
+        self.inputs: dict[str, list[str]] = held.get("inputs", {}) if usable else {}
         self.files: dict[str, Signature] = held.get("files", {}) if usable else {}
         self.dates: dict[str, list[float]] = held.get("dates", {}) if usable else {}
 
     def vouches(self, task_id: str, digest: str, expect: Expect) -> bool:
+        """Whether the certificate of `task_id`, which expects what `digest` says, is right."""
         if not self.expects or self.expects.get(task_id) != digest:
             return False
-        dates = self.dates.get(expect.cert)
-        if dates is None or not dates[0] <= self.now <= dates[1]:
-            return False
-        return all(self._unchanged(p) for p in (expect.cert, expect.key, expect.issuer) if p is not None)
+        files = (expect.cert, expect.key, expect.issuer)
+        return self._valid(expect.cert) and all(self.unchanged(p) for p in files if p is not None)
 
-    def _unchanged(self, path: str) -> bool:
+    def whole(self, task_id: str, digest: str) -> bool:
+        """Whether a node's task, made from what `digest` says, is done and its config current: the
+        stamp saw it so with the same input, and its certificate (valid now), key, CA certificate and
+        config are the files the stamp saw. Such a task is not even planned (plan.build's `skip`)."""
+        held = self.inputs.get(task_id)
+        if not held or held[0] != digest or len(held) < 2 or task_id not in self.expects:
+            return False
+        return self._valid(held[1]) and all(self.unchanged(p) for p in held[1:])
+
+    def _valid(self, cert: str) -> bool:
+        dates = self.dates.get(cert)
+        return dates is not None and dates[0] <= self.now <= dates[1]
+
+    def unchanged(self, path: str) -> bool:
         """Whether `path` is the file the stamp saw: as `signatures` took it (a link, and what it points
         to; a file the spec names elsewhere, followed)."""
         try:

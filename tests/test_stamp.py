@@ -16,11 +16,13 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from orchestrator import names, stamp, state
+from orchestrator import names, recipes, stamp, state
 from orchestrator.certcheck import Expect
+from orchestrator.steps import Task
 from tests import orgca
 from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.test_faults import tmpfs
@@ -170,10 +172,10 @@ def test_a_file_changed_within_a_clock_tick_of_the_stamp_is_not_trusted(clean: t
     _, out = clean
     key = json.loads((out / names.STAMP).read_text())["key"]
     _same_bytes(out)
-    stamp.write(out, key, [], {})
+    stamp.write(out, key, [], {}, {})
     assert not stamp.matches(out, key), "the old stamp, and no new one"
     time.sleep(0.05)
-    stamp.write(out, key, [], {})
+    stamp.write(out, key, [], {}, {})
     assert stamp.matches(out, key)
     held = json.loads((out / names.STAMP).read_text())
     held["taken"] = held["newest"] = (out / "certs/client.root.crt").stat().st_ctime_ns
@@ -294,10 +296,19 @@ def test_one_node_more_checks_only_the_new_certificate(
         return real(expect, root, now)
 
     monkeypatch.setattr(state, "problems", counted)
+    planned: list[str] = []
+    real_task = recipes.node_task
+
+    def planned_node(name: str, *rest: Any) -> Task:
+        planned.append(name)
+        return real_task(name, *rest)
+
+    monkeypatch.setattr(recipes, "node_task", planned_node)
     write_spec(spec.parent, ONE_MORE)
     status, printed, _ = issue(spec, out, monkeypatch, capsys)
     assert status == 0 and "made node c" in printed, printed
     assert checked == ["nodes/c/node.crt"]
+    assert planned == ["c"], "the nodes the stamp vouches for are not planned at all"
 
 
 def _hosts_changed(out: Path) -> str:
@@ -311,9 +322,19 @@ def _ca_replaced(out: Path) -> str:
     return ONE_MORE
 
 
+def _edited(path: Path) -> str:
+    with path.open("a") as f:
+        f.write("# edited\n")
+    return ONE_MORE
+
+
 # Each: what is done to a stamped folder (returning the spec to run then, one node more than the
 # stamp's): the stamp must not vouch for what changed, so the run answers as it would without a stamp.
 NOT_VOUCHED: dict[str, Callable[[Path], str]] = {
+    "a node's config edited": lambda out: _edited(out / "requests/node.a.cnf"),
+    "a node's copy of the CA certificate edited": lambda out: _edited(out / "nodes/b/ca.crt"),
+    "the CA key removed": lambda out: (out / "my-safe-directory/ca.key").unlink() or ONE_MORE,
+    "the organization changed in the spec": lambda out: '[subject]\norganization = "Other"\n\n' + ONE_MORE,
     "a certificate replaced by another node's": lambda out: _copy_other_node(out) or ONE_MORE,
     "a node's hosts changed in the spec": _hosts_changed,
     "the CA certificate replaced": _ca_replaced,
@@ -452,3 +473,25 @@ def test_a_crl_beside_the_folder_is_part_of_what_the_stamp_holds(
     status, printed, phases = issue(spec, out, monkeypatch, capsys)
     assert "planning" in phases, "a CRL changed beside the folder: answered from the stamp"
     assert status == 1 and "client.root.crt" in printed and "revoked" in printed, printed
+
+
+def test_a_stamp_made_by_other_code_is_not_trusted(
+    clean: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The stamp holds a digest of crdb-certs' code and templates, not only its version: a template
+    edited under the same version number (a checkout, a patch) is planned again."""
+    spec, out = clean
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    with (templates / "node.cnf.j2").open("a") as f:
+        f.write("{# another template #}\n")
+    monkeypatch.setattr(stamp, "resource", lambda name: templates)
+    stamp.code.cache_clear()
+    try:
+        status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    finally:
+        stamp.code.cache_clear()
+    assert status == 0 and "planning" in phases, printed

@@ -252,6 +252,7 @@ class Vouch:
         self.inputs: dict[str, list[str]] = held.get("inputs", {}) if usable else {}
         self.files: dict[str, Signature] = held.get("files", {}) if usable else {}
         self.dates: dict[str, list[float]] = held.get("dates", {}) if usable else {}
+        self._seen: dict[str, bool] = {}  # certs/ca.crt is every node's CA certificate: looked at once
 
     def vouches(self, task_id: str, digest: str, expect: Expect) -> bool:
         """Whether the certificate of `task_id`, which expects what `digest` says, is right."""
@@ -276,6 +277,12 @@ class Vouch:
     def unchanged(self, path: str) -> bool:
         """Whether `path` is the file the stamp saw: as `signatures` took it (a link, and what it points
         to; a file the spec names elsewhere, followed)."""
+        seen = self._seen.get(path)
+        if seen is None:
+            seen = self._seen[path] = self._looked_at(path)
+        return seen
+
+    def _looked_at(self, path: str) -> bool:
         try:
             if os.path.isabs(path):
                 return _signature(os.stat(path)) == self.files.get(path)

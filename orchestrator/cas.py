@@ -4,6 +4,7 @@ each keeps its certificate, key and database."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from orchestrator import names
 from orchestrator.spec import ExternalCA, Layout, Spec
@@ -19,15 +20,17 @@ class CA:
     def task_id(self) -> str:
         return self.name
 
-    @property
+    # cnf, key and cert: made once, then shared by the steps of every certificate the CA signs, not one copy
+    # each (~0.4 KB a node: issue 16, peak memory).
+    @cached_property
     def cnf(self) -> str:
         return f"{self.name}.cnf"
 
-    @property
+    @cached_property
     def key(self) -> str:
         return str(self.external.key) if self.external else names.ca_key(self.name)
 
-    @property
+    @cached_property
     def cert(self) -> str:
         return f"{names.CERTS_DIR}/{self.name}.crt"
 

@@ -33,7 +33,7 @@ EKU_NAMES = {
 _SUBJECT_OIDS = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expect:
     """What a certificate the plan makes must be: checked field by field, never compared as bytes
     (OpenSSL 1.1 and 3.x write different bytes from the same config)."""

@@ -8,7 +8,7 @@ backtick) as escapes and a newline as a new statement (openssl-traps.md §4.1).
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import jinja2
@@ -55,6 +55,9 @@ def render(template: str, **context: Any) -> str:
     return _render(template, tuple(sorted(context.items())))
 
 
-@cache
+# Bounded: a node's or client's config is asked for again only by a second build, which takes the first
+# one's task instead (plan._Made); unbounded, the cache kept every node's context for the process' life,
+# ~0.8 KB a node (issue 16: peak memory). A CA's config pushed out by the nodes' is rendered again: once.
+@lru_cache(maxsize=64)
 def _render(template: str, context: tuple[tuple[str, Any], ...]) -> str:
     return _environment().get_template(template).render(dict(context))

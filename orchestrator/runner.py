@@ -531,9 +531,7 @@ def _commit(
     SIGTERM and SIGINT are held while files are moved, and honoured between two of them (never inside a
     certs directory's swap) once the hold has lasted _HOLD_SECONDS: a commit of 10,000 certs directories
     still stops within a second, each directory old or new, as a SIGKILL there would leave it."""
-    staged = sorted(
-        p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file() and not p.is_symlink()
-    )
+    staged = sorted(_regular_files(stage))
     changed = [p for p in staged if not _same(stage / p, out / p)]
     dropped = [f for path in todo.drop for f in _files_under(out, path)]
     # Each file's certs directory, by its parent folders: never each file against every folder (issue 16).
@@ -591,6 +589,18 @@ def _commit(
         _remove_copies(work)  # the copies of the certs directories the run stopped before
         raise
     return changed + dropped, kept
+
+
+def _regular_files(root: Path, under: str = "") -> Iterator[str]:
+    """The regular files under `root` (no symbolic link, nothing under a linked folder), relative to it.
+    Not Path.rglob: Python 3.11's keeps every Path it has yielded in a set until the walk ends, ~0.7 KB a
+    file, which at 10,000 nodes (50,000 staged files) set the run's peak memory (issue 16)."""
+    with os.scandir(root / under) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _regular_files(root, f"{under}{entry.name}/")
+            elif entry.is_file(follow_symlinks=False):
+                yield f"{under}{entry.name}"
 
 
 def _remove_copies(work: Path) -> None:

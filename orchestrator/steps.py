@@ -1,5 +1,7 @@
 """The plan's vocabulary: the steps that the runner executes and the script prints, the task that groups
 the steps making one artefact, and the plan that orders the tasks. Paths are relative to the output folder.
+Each is a frozen dataclass with __slots__: about ten a node, held for the whole run, without a __dict__
+each (~0.4 KB a node less: issue 16, peak memory).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Kind(Enum):
     REVOKE = "revoke"  # ca -revoke, ca -gencrl: the CA database and its CRL, in order like a signature
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run:
     """An openssl command, argv as the docs write it."""
 
@@ -39,12 +41,12 @@ class Run:
         return self.kind in (Kind.KEY, Kind.KEY_AND_REQUEST)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MakeDirs:
     paths: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Write:
     """A file with known content: a config (here-document), `touch index.txt`, `echo '01' > serial.txt`."""
 
@@ -52,18 +54,18 @@ class Write:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chmod:
     mode: int
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Remove:
     patterns: tuple[str, ...]  # `rm -f`; a pattern may hold a `*`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Copy:
     """`cp -p`; with a mode (keys), the copy is made private first and then given that mode."""
 
@@ -72,7 +74,7 @@ class Copy:
     mode: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Append:
     """`cat src >> dst`: how a CA file becomes a rotation bundle (the new CA first, the old one after it)."""
 
@@ -80,14 +82,14 @@ class Append:
     dst: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verify:
     """Read the certificate back and compare it with what was asked for."""
 
     expect: Expect
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RandomSerial:
     """128 random bits (hex) into a CA's serial file before a signature, as `cockroach cert` draws them:
     no serial is ever issued twice. The script prints `openssl rand -out F -hex 16`; the runner draws
@@ -128,7 +130,7 @@ def is_config(step: Step) -> bool:
     return isinstance(step, Write) and (step.path.endswith(".cnf") or step.path == names.RECORD)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Task:
     """The steps that make one artefact; the unit that is skipped when the artefact is up to date."""
 
@@ -143,7 +145,7 @@ class Task:
     irreplaceable: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Plan:
     spec: Spec
     tasks: tuple[Task, ...]

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 import stat
 import time
 import tomllib
@@ -44,6 +45,7 @@ FORMAT = 3
 # Wider than a kernel clock tick (file times may come from a clock that advances once a tick, 10 ms at
 # HZ=100): a file whose times are this close to the moment its signature was taken may change unseen.
 _RACY_NS = 20_000_000
+_COARSE_NS = 2_000_000_000  # FAT's file times are two seconds apart
 _SKIPPED_AT_TOP = (names.STATE_DIR, names.BACKUP_DIR)  # ours, and what runs set aside: not the PKI
 
 # mode:uid:gid:inode:size:mtime:ctime, a string: 60,000 of them are a few MB (a list of ints, ~25 MB)
@@ -57,7 +59,12 @@ def code() -> str:
     digest = hashlib.sha256(orchestrator.__version__.encode())
     package = Path(orchestrator.__file__).parent
     for path in sorted([*package.rglob("*.py"), *resource("templates").rglob("*.j2")]):
-        digest.update(f"{path.relative_to(path.parent.parent)}\0".encode() + path.read_bytes())
+        if not path.is_file():
+            continue  # an editor's lock link (.#cli.py), pointing nowhere: not code
+        try:
+            digest.update(f"{path.relative_to(path.parent.parent)}\0".encode() + path.read_bytes())
+        except OSError:
+            return secrets.token_hex(32)  # code that cannot be read: a digest no stamp holds
     return digest.hexdigest()
 
 
@@ -111,7 +118,7 @@ def matches(out: Path, run_key: str, named: Callable[[], list[str] | None] | Non
     `named`: the files the spec names elsewhere, as they resolve now (named_in: parsing the spec, so
     asked only once the input is the same)."""
     held = _load(out)
-    if held is None or held.get("format") != FORMAT or held.get("key") != run_key:
+    if held is None or held["key"] != run_key:
         return False
     resolved = named() if named is not None else None
     if resolved is not None and resolved != held["named"]:
@@ -194,7 +201,7 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
 
     def signature(st: os.stat_result) -> Signature:
         nonlocal newest
-        newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        newest = max(newest, changed(st))
         return _signature(st)
 
     top = os.stat(out)
@@ -230,6 +237,16 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
     return found, newest
 
 
+def changed(st: os.stat_result) -> int:
+    """When a file last changed, as far as its times can tell (ns): on a file system that keeps whole
+    seconds (ext4 with 128-byte inodes, ext3, some network mounts) or two (FAT: my-safe-directory on a
+    USB stick), a file changed again within that time keeps the times it had, so it counts as changed
+    as late as it could have been (the stamp is racy until then)."""
+    latest = max(st.st_mtime_ns, st.st_ctime_ns)
+    whole = st.st_mtime_ns % 1_000_000_000 == 0 and st.st_ctime_ns % 1_000_000_000 == 0
+    return latest + _COARSE_NS if whole else latest
+
+
 def _signature(st: os.stat_result) -> Signature:
     return f"{st.st_mode}:{st.st_uid}:{st.st_gid}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
@@ -249,12 +266,11 @@ class Vouch:
 
     def __init__(self, out: Path, now: float) -> None:
         held = _load(out) or {}
-        usable = held.get("format") == FORMAT and isinstance(held.get("expects"), dict)
         self.root, self.now = os.fspath(out), now
-        self.expects: dict[str, str] = held["expects"] if usable else {}
-        self.inputs: dict[str, list[str]] = held.get("inputs", {}) if usable else {}
-        self.files: dict[str, Signature] = held.get("files", {}) if usable else {}
-        self.dates: dict[str, list[float]] = held.get("dates", {}) if usable else {}
+        self.expects: dict[str, str] = held.get("expects", {})
+        self.inputs: dict[str, list[str]] = held.get("inputs", {})
+        self.files: dict[str, Signature] = held.get("files", {})
+        self.dates: dict[str, list[float]] = held.get("dates", {})
         self._seen: dict[str, bool] = {}  # certs/ca.crt is every node's CA certificate: looked at once
 
     def vouches(self, task_id: str, digest: str, expect: Expect) -> bool:
@@ -314,8 +330,34 @@ def _dates(path: Path) -> list[float]:
 
 
 def _load(out: Path) -> dict[str, Any] | None:
+    """The stamp as `write` made it; None when there is none, or it is anything else (another
+    version's, edited by hand, cut short): no stamp, the full way."""
     try:
         held = json.loads(read_regular(out / names.STAMP, 1 << 30))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return held if isinstance(held, dict) else None
+    return held if _well_formed(held) else None
+
+
+def _well_formed(held: object) -> bool:
+    def number(x: object) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    def strings(x: object) -> bool:
+        return isinstance(x, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in x.items())
+
+    if not isinstance(held, dict) or held.get("format") != FORMAT:
+        return False
+    dates, inputs, named = held.get("dates"), held.get("inputs"), held.get("named")
+    return (
+        isinstance(held.get("key"), str)
+        and all(number(held.get(k)) for k in ("taken", "newest", "valid_from", "valid_until"))
+        and isinstance(named, list)
+        and all(isinstance(p, str) for p in named)
+        and strings(held.get("files"))
+        and strings(held.get("expects"))
+        and isinstance(dates, dict)
+        and all(isinstance(d, list) and len(d) == 2 and all(map(number, d)) for d in dates.values())
+        and isinstance(inputs, dict)
+        and all(isinstance(i, list) and all(isinstance(p, str) for p in i) for i in inputs.values())
+    )

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -519,3 +519,108 @@ def test_the_stamp_is_written_without_a_whole_copy_of_it_in_memory(tmp_path: Pat
     size = (out / names.STAMP).stat().st_size
     # What it needs: the signatures (~2.6 times the file's size); built whole first, ~6 times.
     assert peak < 4 * size, (peak, size)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("inputs", None),
+        ("inputs", []),
+        ("inputs", {"node:a": [1, 2]}),
+        ("files", []),
+        ("dates", None),
+        ("dates", {"nodes/a/node.crt": "x"}),
+        ("named", None),
+        ("taken", "0"),
+        ("expects", {"node:a": 1}),
+    ],
+)
+def test_a_stamp_edited_by_hand_is_no_stamp(
+    field: str,
+    value: object,
+    clean: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review of issue 16: a stamp whose fields have another shape crashed the run with a traceback
+    (`"inputs": null`, `"files": []`, …). It is no stamp: the full way, and its answer."""
+    spec, out = clean
+    path = out / names.STAMP
+    held = json.loads(path.read_text())
+    held[field] = value
+    path.write_text(json.dumps(held))
+    status, printed, phases = issue(spec, out, monkeypatch, capsys)
+    assert (status, "planning" in phases) == (0, True), printed
+    write_spec(spec.parent, ONE_MORE)
+    path.write_text(json.dumps(held))
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    assert status == 0 and "made node c" in printed, printed
+
+
+def test_a_dangling_link_among_the_code_is_no_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review of issue 16: the code's digest read every *.py of the package, and an editor's lock link
+    (`.#cli.py`, pointing nowhere) made every `issue` fail."""
+    package = tmp_path / "orchestrator"
+    shutil.copytree(REPO / "orchestrator", package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = _code_of(package, monkeypatch)
+    (package / ".#cli.py").symlink_to("root@host.1234:1700000000")
+    assert _code_of(package, monkeypatch) == before
+    (package / "cli.py").chmod(0o000)
+    if os.access(package / "cli.py", os.R_OK):
+        return  # root reads it anyway: the rest holds without this part
+    assert _code_of(package, monkeypatch) not in (before, _code_of(package, monkeypatch))
+
+
+def _code_of(package: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(stamp.orchestrator, "__file__", str(package / "__init__.py"))
+    stamp.code.cache_clear()
+    try:
+        return stamp.code()
+    finally:
+        stamp.code.cache_clear()
+
+
+def test_a_file_system_of_whole_seconds_keeps_a_stamp_racy_for_two_seconds() -> None:
+    """Review of issue 16: on a file system that keeps whole seconds (ext4 with 128-byte inodes) or two
+    (FAT), a file rewritten in place within that second keeps its times, so 20 ms was no guard."""
+    st = os.stat("/")
+    whole = os.stat_result(tuple(st)[:10], {"st_mtime_ns": 7 * 10**9, "st_ctime_ns": 7 * 10**9})
+    fine = os.stat_result(tuple(st)[:10], {"st_mtime_ns": 7 * 10**9 + 1, "st_ctime_ns": 7 * 10**9})
+    assert stamp.changed(whole) == 9 * 10**9
+    assert stamp.changed(fine) == 7 * 10**9 + 1
+
+
+@pytest.fixture
+def whole_seconds(tmp_path: Path) -> Iterator[Path]:
+    """A folder on an ext4 file system with 128-byte inodes (file times in whole seconds), loop-mounted;
+    the test is skipped where this process may not make or mount one."""
+    image, where = tmp_path / "fs.img", tmp_path / "mnt"
+    where.mkdir()
+    try:
+        subprocess.run(
+            ["mke2fs", "-q", "-F", "-t", "ext4", "-I", "128", image, "16M"], check=True, capture_output=True
+        )
+        subprocess.run(["mount", "-o", "loop", image, where], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot make and mount an ext4 file system of whole seconds here ({e})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", where], check=True)
+
+
+def test_a_key_rewritten_within_the_second_of_the_stamp_is_looked_at(
+    whole_seconds: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16 (reproduced on such a file system): node b's key written into node a's in
+    place, within the second the run ended in, kept every time of the file; one node more was then
+    answered with node a left broken. A run that ends within two seconds of its last write there leaves
+    no stamp, and node a is made again."""
+    spec, out = write_spec(whole_seconds, SPEC), whole_seconds / "out"
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert not (out / names.STAMP).exists(), "stamped within the resolution of the file times"
+    with (out / "nodes/a/node.key").open("r+b") as key:
+        key.write((out / "nodes/b/node.key").read_bytes())
+    write_spec(whole_seconds, ONE_MORE)
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    assert status == 0 and "made node a" in printed and "made node c" in printed, printed

@@ -68,12 +68,16 @@ class OpenSSL:
         except sh.ErrorReturnCode as e:
             os.lseek(said, 0, os.SEEK_SET)
             stderr = os.read(said, _MAX_SAID).decode(errors="replace").strip()
+            if e.exit_code == _NOT_STARTED and not stderr:  # the fork's exec failed, and says nothing
+                there = os.path.isfile(self.path) and os.access(self.path, os.X_OK)
+                stderr = f"{self.path} could not be started" + ("" if there else ": no executable file there")
             raise RunError(f"command failed (exit {e.exit_code}): {shlex.join(argv)}\n{stderr}") from None
         except OSError as e:  # the folder went away
             raise RunError(f"command failed: {shlex.join(argv)}: {e.strerror or e}") from None
 
 
 _MAX_SAID = 65536  # of openssl's output, shown when it fails: its errors are a few lines
+_NOT_STARTED = 127  # os.spawnve's child when its exec fails
 
 
 @contextmanager

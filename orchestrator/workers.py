@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -123,7 +124,7 @@ class Pool:
         assert self.tool is not None, "a job to run, and no openssl found"
         assert sum(w.ahead == ahead for w in self.workers) < (self.ahead if ahead else 1), "too many jobs"
         package_parent = str(Path(orchestrator.__file__).resolve().parent.parent)
-        path = [package_parent, *(os.path.abspath(p) for p in sys.path)]  # "" is this process's folder
+        path = [package_parent, *filter(None, map(_absolute, sys.path))]
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -144,6 +145,15 @@ class Pool:
         worker = _Worker(process, ahead)
         self.workers.append(worker)
         return worker
+
+
+def _absolute(entry: str) -> str | None:
+    """An entry of sys.path made absolute ("" is this process's folder), or None when the folder a
+    relative one starts from is gone (a run started in a folder removed since)."""
+    try:
+        return os.path.abspath(entry)
+    except FileNotFoundError:
+        return None
 
 
 _NICE_AHEAD = 10  # CFS gives a nice-10 process ~1/10 of a core that a nice-0 one wants
@@ -178,6 +188,7 @@ class Forks:
 
     def submit(self, job: int, argvs: Sequence[tuple[str, ...]], cwd: Path, ahead: bool = False) -> None:
         assert self.tool is not None, "a job to run, and no openssl found"
+        cwd = cwd.absolute()  # the child works from "/" (_alone)
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the caller's code
@@ -189,9 +200,8 @@ class Forks:
                     signal.signal(sig, signal.SIG_DFL)
                 if ahead:
                     os.nice(_NICE_AHEAD)
-                with tempfile.TemporaryFile() as said:
-                    error = _run_job(self.tool, argvs, cwd, said.fileno())
-                os.write(write, json.dumps({"error": error}).encode())
+                _alone()
+                os.write(write, json.dumps({"error": _run_job(self.tool, argvs, cwd)}).encode())
             finally:
                 os._exit(0)
         os.close(write)
@@ -221,15 +231,33 @@ class Forks:
         self.running.clear()
 
 
-def _run_job(tool: OpenSSL, argvs: Sequence[tuple[str, ...]], cwd: Path, said: int) -> str | None:
-    """Run a job's commands in order (openssl's output to the private file `said`): None, or what the
+def _run_job(tool: OpenSSL, argvs: Sequence[tuple[str, ...]], cwd: Path) -> str | None:
+    """Run a job's commands in order in `cwd` (the run's staging folder, private: openssl's output goes
+    to an unnamed file there, not to a temporary folder a container may not have): None, or what the
     first that failed said."""
     try:
-        for argv in argvs:
-            tool.run_alone(tuple(argv), cwd, said)
+        with tempfile.TemporaryFile(dir=cwd) as said:
+            for argv in argvs:
+                tool.run_alone(tuple(argv), cwd, said.fileno())
     except RunError as e:
         return str(e)
+    except OSError as e:  # the staging folder gone (the run killed) or full
+        return f"command failed: {shlex.join(argvs[0])}: cannot write in {cwd}: {e.strerror or e}"
     return None
+
+
+def _alone() -> None:
+    """What a process that runs openssl (a worker, a run's fork) does first, so that openssl starts as
+    from a shell: its working folder "/" (the one it was started from may be gone; jobs name theirs),
+    SIGPIPE and SIGXFSZ as openssl expects them (Python ignores both), and no descriptor but 0-2 passed
+    on (the run's own are not inheritable; one the run was given by its caller may be)."""
+    os.chdir("/")
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
+        if int(name) > 2:
+            with suppress(OSError):  # the listing's own descriptor, closed by now
+                os.set_inheritable(int(name), False)
 
 
 def _kill_group(pid: int) -> None:
@@ -274,12 +302,12 @@ def serve() -> None:
     # run tells the user what happened.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.umask(0o077)  # as each openssl child's (OpenSSL.run_alone): nothing here is ever readable by others
+    _alone()
     run_pid = os.getppid()
-    with tempfile.TemporaryFile() as said:  # what openssl prints (unnamed, 0600), read when it fails
-        while line := sys.stdin.buffer.readline():
-            if os.getppid() != run_pid:  # the run was killed: nothing more for its staging folder
-                return
-            job = json.loads(line)
-            error = _run_job(tool, job["argvs"], Path(job["cwd"]), said.fileno())
-            sys.stdout.write(json.dumps({"error": error}) + "\n")
-            sys.stdout.flush()
+    while line := sys.stdin.buffer.readline():
+        if os.getppid() != run_pid:  # the run was killed: nothing more for its staging folder
+            return
+        job = json.loads(line)
+        error = _run_job(tool, job["argvs"], Path(job["cwd"]))
+        sys.stdout.write(json.dumps({"error": error}) + "\n")
+        sys.stdout.flush()

@@ -7,6 +7,7 @@ first on PATH; the ones that run do so around the real binary."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -332,3 +333,95 @@ def test_run_alone_shows_the_error_reads_nothing_and_makes_private_files(
     if says == "ran":
         assert (work / "made").stat().st_mode & 0o777 == 0o600
         assert run.stdout == "ran\n"  # openssl's own stdout went to the private file, not to the worker's
+
+
+def test_openssl_that_cannot_be_started_says_so(tmp_path: Path) -> None:
+    """Review of issue 16: a fork whose exec fails exits 127 and says nothing; the error says why."""
+    fake = tmp_path / "openssl"
+    fake.write_text("#!/nowhere/sh\n")
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", ALONE, str(fake), str(work)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"(exit 127): openssl ca -batch\n{fake} could not be started" in run.stdout, run.stdout
+
+
+# A job run as a small run runs it (a fork of the run) and as a big one (a worker: workers.SMALL = 0).
+POOLS = ["forks", "workers"]
+
+
+def _issue_with(
+    tmp_path: Path, pool: str, shell: str = "", first: str = "", **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`issue` run from a shell (`shell` before it), in a Python that runs `first` before it."""
+    spec = write_spec(tmp_path, SPEC)
+    launch = (
+        f"{first or 'pass'}; import sys; from orchestrator import workers, cli; "
+        "workers.SMALL = 0 if sys.argv[1] == 'workers' else workers.SMALL; sys.exit(cli.main(sys.argv[2:]))"
+    )
+    argv = [
+        sys.executable,
+        "-c",
+        launch,
+        pool,
+        "issue",
+        "--config",
+        str(spec),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    return subprocess.run(
+        f"{shell} exec {shlex.join(argv)}",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **extra},
+        cwd=tmp_path,
+        timeout=120,
+        close_fds=False,
+    )
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_run_started_from_a_removed_folder_runs(tmp_path: Path, pool: str) -> None:
+    """Review of issue 16: sh in the foreground looks up the process's folder before each command; a
+    run started from a folder removed since (an absolute --out) failed at its first key."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    run = _issue_with(tmp_path, pool, f"cd {gone} && rmdir {gone} &&")
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_openssl_gets_no_descriptor_but_its_own_three(tmp_path: Path, pool: str) -> None:
+    """Review of issue 16: a descriptor the run was given by its caller (here 7, and 42 inheritable)
+    reached every openssl, which sh's own way of starting it closed."""
+    seen = tmp_path / "fds"
+    bin_dir = fake_openssl(tmp_path, f'[ "$1" = version ] || ls /proc/$$/fd >> {seen}\nexec "$REAL" "$@"')
+    stray = os.open(tmp_path / "stray", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.dup2(stray, 42)  # inheritable, as a descriptor the caller passes on
+    try:
+        run = _issue_with(
+            tmp_path, pool, f"exec 7<{tmp_path / 'stray'};", CRDB_CERTS_OPENSSL=str(bin_dir / "openssl")
+        )
+    finally:
+        os.close(42)
+        os.close(stray)
+    assert run.returncode == 0, run.stderr
+    assert {"7", "42"}.isdisjoint(seen.read_text().split()), seen.read_text()
+
+
+def test_a_run_needs_no_temporary_folder(tmp_path: Path) -> None:
+    """Review of issue 16: openssl's output went to a file in the temporary folder, which a container
+    with a read-only root may not have: every run failed. It goes into the run's own staging folder.
+    (A small run's forks share the run's idea of the temporary folder, so one can be taken away here; a
+    worker runs the same code.)"""
+    run = _issue_with(tmp_path, "forks", first=f"import tempfile; tempfile.tempdir = '{tmp_path / 'none'}'")
+    assert run.returncode == 0, run.stderr

@@ -114,8 +114,9 @@ def issue(
 
 def unchanged(out: Path, stamp_key: str, named: Callable[[], list[str] | None] | None = None) -> bool:
     """Whether `out` is as the last clean run with this input left it (stamp.py), looked at under the
-    lock, so never in the middle of another run's commit. A lock that cannot be had at once (another run,
-    a read-only folder), or what a killed run left to clean up, sends the run the full way."""
+    lock (shared, taken without waiting: a read-only folder is looked at too), so never in the middle of
+    another run's commit. A lock that cannot be had at once (another run holds it), or what a killed run
+    left to clean up, sends the run the full way."""
     work = out / names.STATE_DIR
     if not (out / names.STAMP).is_file():
         return False

@@ -4,17 +4,21 @@ has touched since must answer in a second or two, without planning, reading a ce
 A stamp (names.STAMP) is written by an `issue` that audited every certs directory and found nothing to
 say. It holds:
 - the run's input: a digest of the spec's bytes (the --config file, else the folder's record), the
-  options that change what a spec means (--profile, --key-type) and crdb-certs' version;
+  options that change what a spec means (--profile, --key-type) and crdb-certs' code;
 - the signature of every file and folder in the output folder (type and mode, owner, inode, size,
   modification and change times), and of the files the spec names elsewhere ([ca], [ui]);
-- the dates between which every certificate there is valid.
+- the dates between which every certificate there is valid;
+- for each certificate task, a digest of what it was checked against, and for each node's task, a
+  digest of what it is made from and the files that are it (Vouch: a run with another spec plans and
+  checks only what that spec changes).
 
 `matches` is true when the input is the same, every signature is, and the time is one at which the run
 would have had nothing to say either: every certificate valid, none within the audit's 30-day warning.
 Then the folder is byte for byte the one that was planned, verified and audited, and the answer is the
 same. Anything else (a file written, renamed, chmod-ed, touched, added or removed; another spec; the
 time) takes the full way. The change time (ctime) cannot be set by a user; a file changed within a
-clock tick of the stamp could keep its times, so such a file is never trusted (git's "racy" entries).
+clock tick of the stamp (or within the second, on a file system of whole seconds) could keep its
+times, so such a file is never trusted (git's "racy" entries).
 """
 
 from __future__ import annotations
@@ -176,7 +180,7 @@ def write(
         "files": files,
         "dates": dates,
         "expects": dict(expects),
-        "inputs": {task: list(held) for task, held in inputs.items()},
+        "inputs": {task: list(made_of) for task, made_of in inputs.items()},
     }
     path = out / names.STAMP
     partial = path.with_name(path.name + ".new")

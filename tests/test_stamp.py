@@ -138,15 +138,20 @@ def test_another_spec_takes_the_full_way(
 def test_a_certificate_near_its_end_is_warned_about_whatever_the_stamp(clean: tuple[Path, Path]) -> None:
     """340 days on, the 365-day certificates expire within the audit's 30 days: the run says so."""
     spec, out = clean
+    run = _issue_later(340, spec, out)
+    assert run.returncode == 0, run.stderr
+    assert "node.crt expires on" in run.stdout, run.stdout
+
+
+def _issue_later(days: int, spec: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """`issue` run `days` from now (faketime: openssl's clock too)."""
     command = ["issue", "--config", str(spec), "--out", str(out)]
-    run = subprocess.run(
-        ["faketime", "-f", "+340d", sys.executable, "-m", "orchestrator", *command],
+    return subprocess.run(
+        ["faketime", "-f", f"+{days}d", sys.executable, "-m", "orchestrator", *command],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    assert run.returncode == 0, run.stderr
-    assert "node.crt expires on" in run.stdout, run.stdout
 
 
 def test_your_own_ca_changed_elsewhere_takes_the_full_way(
@@ -349,6 +354,17 @@ NOT_VOUCHED: dict[str, Callable[[Path], str]] = {
 }
 
 
+def _with_and_without_stamp(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """The same clean folder made twice (its folder, spec and output folder): stamped, then without."""
+    for with_stamp in (True, False):
+        folder = tmp_path / ("stamped" if with_stamp else "not")
+        spec, out = write_spec(folder, SPEC), folder / "out"
+        stamped(spec, out)
+        if not with_stamp:
+            (out / names.STAMP).unlink()
+        yield folder, spec, out
+
+
 def _same_for_both(printed: str, folder: Path) -> str:
     """What a run printed, without what differs between two folders: their names, the time (backups,
     transcripts)."""
@@ -360,15 +376,7 @@ def test_the_stamp_vouches_only_for_what_it_saw(
     change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     answers = []
-    for stamped in (True, False):
-        folder = tmp_path / ("stamped" if stamped else "not")
-        spec, out = write_spec(folder, SPEC), folder / "out"
-        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
-        time.sleep(0.05)
-        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
-        assert (out / names.STAMP).is_file()
-        if not stamped:
-            (out / names.STAMP).unlink()
+    for folder, spec, out in _with_and_without_stamp(tmp_path):
         write_spec(folder, NOT_VOUCHED[change](out))
         status, printed, _ = issue(spec, out, monkeypatch, capsys)
         answers.append((status, _same_for_both(printed, folder)))
@@ -380,21 +388,9 @@ def test_the_stamp_vouches_for_no_certificate_past_its_end(tmp_path: Path) -> No
     """400 days on, every 365-day certificate has ended: one node more, and each is found expired, as
     without a stamp."""
     answers = []
-    for stamped in (True, False):
-        folder = tmp_path / ("stamped" if stamped else "not")
-        spec, out = write_spec(folder, SPEC), folder / "out"
-        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
-        time.sleep(0.05)
-        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
-        assert (out / names.STAMP).is_file() == stamped or (out / names.STAMP).unlink() is None
+    for folder, spec, out in _with_and_without_stamp(tmp_path):
         write_spec(folder, ONE_MORE)
-        command = ["issue", "--config", str(spec), "--out", str(out)]
-        run = subprocess.run(
-            ["faketime", "-f", "+400d", sys.executable, "-m", "orchestrator", *command],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
+        run = _issue_later(400, spec, out)
         answers.append((run.returncode, _same_for_both(run.stdout + run.stderr, folder)))
     assert answers[0] == answers[1]
     assert "node.crt" in answers[0][1], answers[0]

@@ -189,7 +189,8 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
         vouch = stamp.Vouch(out, time.time())
         # The nodes' tasks the last clean run left done, as the spec still asks for them: not planned.
         # A name to --reissue or --prune is looked for among all of them.
-        inputs = {} if asked.reissue or asked.prune else plan.node_inputs(spec)
+        vouching = vouch.inputs and not (asked.reissue or asked.prune)
+        inputs = plan.node_inputs(spec) if vouching else {}
         skip = frozenset(task for task, digest in inputs.items() if vouch.whole(task, digest))
     with phases.phase("planning"):
         full = plan.build(spec, plan.State(skip=skip))

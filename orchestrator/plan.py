@@ -88,8 +88,6 @@ def build(spec: Spec, state: State | None = None) -> Plan:
             database = replace(database, signer=None)
         tasks.append(database)
     made = _made.of(spec, days)
-    common = _common_inputs(spec, days)
-    inputs: dict[str, tuple[str, ...]] = {}
     for node in spec.nodes:
         task_id = f"node:{node.name}"
         new_key = task_id not in state.keep_keys
@@ -100,7 +98,6 @@ def build(spec: Spec, state: State | None = None) -> Plan:
             task = recipes.node_task(node.name, node.hosts, spec, profile, cas.node, days, new_key)
             made[task_id, new_key] = task
         tasks.append(task)
-        inputs[task_id] = (_inputs_digest(common, task_id, node, new_key), *_files_of(task))
     for i, client in enumerate(spec.clients):
         task_id = f"client:{client.user}"
         new_key = task_id not in state.keep_keys
@@ -126,7 +123,6 @@ def build(spec: Spec, state: State | None = None) -> Plan:
                 task = recipes.client_task(task_id, request, cas.client, profile, days, spec, new_key)
                 made[task_id, new_key] = task
             tasks.append(task)
-            inputs[task_id] = (_inputs_digest(common, task_id, node, new_key), *_files_of(task))
     if spec.ui:
         tasks.append(
             recipes.ui_task(spec.ui, cas.ui, profile, days, spec, recipes.UI_TASK not in state.keep_keys)
@@ -141,7 +137,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
         record = made["record", provenance] = record_task(spec, provenance)
     tasks.append(record)
     kept = tuple(_keep_needed(tasks, state))
-    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state), expects=state.expects, inputs=inputs)
+    return Plan(spec, kept, contents, drop=_stale_pk8(kept, state), expects=state.expects)
 
 
 def node_inputs(spec: Spec) -> dict[str, str]:
@@ -150,7 +146,7 @@ def node_inputs(spec: Spec) -> dict[str, str]:
     common = _common_inputs(spec, _lifetimes(spec, PROFILES[spec.profile], signers(spec), State()))
     kinds = ("node", "client-node") if spec.layout != Layout.STANDARD else ("node",)
     return {
-        f"{kind}:{node.name}": _inputs_digest(common, f"{kind}:{node.name}", node, True)
+        f"{kind}:{node.name}": _inputs_digest(common, f"{kind}:{node.name}", node)
         for kind in kinds
         for node in spec.nodes
     }
@@ -162,11 +158,11 @@ def _common_inputs(spec: Spec, days: recipes.Lifetimes) -> str:
     return f"{stamp.code()}\0{replace(spec, nodes=(), clients=())!r}\0{days!r}"
 
 
-def _inputs_digest(common: str, task_id: str, node: Node, new_key: bool) -> str:
-    return hashlib.sha256(f"{common}\0{task_id}\0{node!r}\0{new_key}".encode()).hexdigest()[:32]
+def _inputs_digest(common: str, task_id: str, node: Node) -> str:
+    return hashlib.sha256(f"{common}\0{task_id}\0{node!r}".encode()).hexdigest()[:32]
 
 
-def _files_of(task: Task) -> tuple[str, ...]:
+def files_of(task: Task) -> tuple[str, ...]:
     """The files that are a node's task once done: its certificate (first), key, CA certificate, config."""
     assert task.expect is not None
     expect = task.expect

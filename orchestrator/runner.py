@@ -189,9 +189,9 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
         vouch = stamp.Vouch(out, time.time())
         # The nodes' tasks the last clean run left done, as the spec still asks for them: not planned.
         # A name to --reissue or --prune is looked for among all of them.
-        vouching = vouch.inputs and not (asked.reissue or asked.prune)
-        inputs = plan.node_inputs(spec) if vouching else {}
-        skip = frozenset(task for task, digest in inputs.items() if vouch.whole(task, digest))
+        inputs = plan.node_inputs(spec)  # what the stamp holds of each node's task, and will hold
+        vouching = not (asked.reissue or asked.prune)
+        skip = frozenset(task for task, digest in inputs.items() if vouching and vouch.whole(task, digest))
     with phases.phase("planning"):
         full = plan.build(spec, plan.State(skip=skip))
     with phases.phase("state inspection"):
@@ -207,7 +207,8 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
         dropped = changes.drop(spec, out, full, asked)
     # What the stamp will hold of the tasks left out: as it held it (the same input makes the same task).
     expects = {**{t: vouch.expects[t] for t in skip}, **found.expects}
-    held = {**{t: tuple(vouch.inputs[t]) for t in skip}, **full.inputs}
+    held = {t: tuple(vouch.inputs[t]) for t in skip}
+    held |= {t.id: (inputs[t.id], *plan.files_of(t)) for t in full.tasks if t.id in inputs}
     del full  # ~5 KB a node: never two whole plans of 10,000 nodes at once (issue 16: peak memory)
     with phases.phase("planning"):
         todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))

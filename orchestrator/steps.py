@@ -157,7 +157,7 @@ class Plan:
     # Every certificate task of the spec (fresh ones included) -> the digest of what it expects
     # (stamp.expect_digest): what a clean run's stamp vouches for, so the next run need not check again.
     expects: dict[str, str] = field(default_factory=dict)
-    # Each node's task -> the digest of what it is made from and the files that are it (plan.build): what
+    # Each node's task -> the digest of what it is made from and the files that are it (runner.pending): what
     # a stamp holds to vouch for the task whole next time.
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 

@@ -384,6 +384,24 @@ def test_the_stamp_vouches_only_for_what_it_saw(
     assert "node c" in answers[0][1] or answers[0][0] != 0, answers[0]
 
 
+def test_a_stamp_of_another_input_is_not_parsed(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: a spec with one node more is another input; the stamp of 10,000 nodes is 8 MB of JSON,
+    and its first bytes say it is not this input's."""
+    _, out = clean
+    key = json.loads((out / names.STAMP).read_text())["key"]
+    loads = json.loads
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the stamp was parsed")
+
+    monkeypatch.setattr(json, "loads", refused)
+    assert not stamp.matches(out, "0" * 64)
+    monkeypatch.setattr(json, "loads", loads)
+    assert stamp.matches(out, key)
+
+
 def test_the_stamp_vouches_for_no_certificate_past_its_end(tmp_path: Path) -> None:
     """400 days on, every 365-day certificate has ended: one node more, and each is found expired, as
     without a stamp."""

@@ -395,7 +395,8 @@ def issue(
         say(f"the files replaced: kept in {result.backup} (delete it when you no longer need it)")
     if result.transcript:
         say(f"commands run: {result.transcript}")
-    say(next_steps(the_spec, out))
+    if not quiet:  # a line a node: not made to be thrown away (issue 16)
+        say(next_steps(the_spec, out))
     return ExitStatus.OK
 
 

@@ -50,12 +50,17 @@ def contents(spec: Spec, cas: Signers) -> dict[str, tuple[str, ...]]:
     return bundles
 
 
-def assemble_task(bundles: dict[str, tuple[str, ...]], ui_from: str) -> Task:
+def assemble_task(
+    bundles: dict[str, tuple[str, ...]], ui_from: str, left_out: Collection[str] = frozenset()
+) -> Task:
     """Copy into each certs directory what was made elsewhere: CA certificates from certs/ into the nodes'
-    folders, the UI pair from `ui_from` (ui_home) into the others, and the only node's files into certs/."""
+    folders, the UI pair from `ui_from` (ui_home) into the others, and the only node's files into certs/.
+    `left_out`: folders whose copies the stamp vouches for (plan.State.skip)."""
     nodes = [folder for folder in bundles if folder != names.CERTS_DIR]
     steps: list[Step] = []
     for folder, files in bundles.items():
+        if folder in left_out:
+            continue
         for file in files:
             # A SQL user may be called `node` (standard layout): client.node.crt is then made in certs/.
             made_in_node = file.startswith(_NODE_OWN) and bool(nodes) and file in bundles[nodes[0]]

@@ -92,8 +92,7 @@ def guard(
     """Refuse (Refused, exit 1) every replacement and removal that neither `asked` nor `chosen` (the ids
     of the tasks a command re-issues on purpose: renew) covers."""
     differences: list[Difference] = []
-    held = record.read(out)
-    differences += _folder_differences(spec, held, asked)
+    differences += _folder_differences(spec, found.recorded, asked)
     leaves = full.leaves()
     names_known = {owner(t) for t in leaves} | {_qualified(t) for t in leaves}
     unknown = sorted(n for n in asked.reissue if n != ALL and n not in names_known)
@@ -118,7 +117,7 @@ def guard(
             Difference(who, why, f"re-run with --reissue {who} to replace {expect.cert} (kept in backup/)")
         )
     differences += _ca_differences(spec, out, full, found, asked)
-    differences += [] if asked.prune else _removed(spec, out, full, held)
+    differences += [] if asked.prune else _removed(spec, out, full, found.listed)
     if differences:
         raise Refused(out, list(dict.fromkeys(differences)))
     if found.provenance is Provenance.SIGNED_ELSEWHERE:
@@ -137,7 +136,7 @@ def drop(spec: Spec, out: Path, full: Plan, asked: Asked) -> tuple[str, ...]:
     kept = set(full.bundles.get(certs, ()))
     gone = [f"{certs}/{f}" for f in _NODE_OWN if f not in kept and (out / certs / f).is_file()]
     if asked.prune:
-        gone += [d.path for d in _removed(spec, out, full, record.read(out)) if d.path not in gone]
+        gone += [d.path for d in _removed(spec, out, full) if d.path not in gone]
     return tuple(gone)
 
 
@@ -164,8 +163,9 @@ class _Removal(Difference):
     path: str = ""
 
 
-def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> list[_Removal]:
-    """Nodes and users whose files are in the folder but who are not in the spec."""
+def _removed(spec: Spec, out: Path, full: Plan, listed: frozenset[str] = frozenset()) -> list[_Removal]:
+    """Nodes and users whose files are in the folder but who are not in the spec; `listed`: certs
+    directories known to hold no such file (State.listed)."""
     found: list[_Removal] = []
     wanted_nodes = {n.name for n in spec.nodes}
     nodes_dir = out / names.NODES_DIR
@@ -175,6 +175,8 @@ def _removed(spec: Spec, out: Path, full: Plan, held: record.Record | None) -> l
             path = names.node_dir(name)
             found.append(_Removal(name, "not in the spec any more", _prune_fix(path), path))
     for folder, files in full.bundles.items():
+        if folder in listed:
+            continue
         # One listing a folder, not a stat for each file it might hold (issue 16: 10,000 folders).
         candidates = _names_in(out / folder).intersection(_MANAGED).difference(files)
         for file in sorted(candidates, key=_MANAGED.index):
@@ -272,24 +274,23 @@ def _prune_fix(path: str) -> str:
     return f"its files stay; re-run with --prune to move {path} to backup/"
 
 
-def _folder_differences(spec: Spec, held: record.Record | None, asked: Asked) -> list[Difference]:
+def _folder_differences(spec: Spec, held: record.Settings | None, asked: Asked) -> list[Difference]:
     if held is None:
         return []
-    was = held.spec()  # parsed: a key the record leaves out has its default, as when it was written
     found: list[Difference] = []
     for key in ("profile", "layout"):
-        if getattr(was, key) != getattr(spec, key) and not asked.allows(ALL):
+        if getattr(held, key) != getattr(spec, key) and not asked.allows(ALL):
             found.append(
                 Difference(
                     "",
-                    f"{key} differs: {getattr(was, key)} in the folder, {getattr(spec, key)} in the spec",
+                    f"{key} differs: {getattr(held, key)} in the folder, {getattr(spec, key)} in the spec",
                     "re-run with --reissue to re-issue every certificate that differs",
                 )
             )
     wanted = Provenance.OWN_CA if spec.ca else Provenance.MADE_HERE
     elsewhere = held.provenance is Provenance.SIGNED_ELSEWHERE
     same_ca = spec.ca is None if elsewhere else held.provenance is wanted
-    recorded_ca = str(was.ca.cert) if was.ca is not None else None
+    recorded_ca = held.ca_cert
     if same_ca and spec.ca is not None and recorded_ca != str(spec.ca.cert) and not asked.allows(ALL):
         # The organization rotated its CA and [ca] names the new one: every leaf is signed again.
         found.append(

@@ -59,11 +59,16 @@ class State:
     # Whose CA signs the folder, as its record says (None: no record). A folder signed elsewhere (csr +
     # import) has no CA crdb-certs could sign with, so no plan makes or signs anything there.
     provenance: Provenance | None = None
+    # The record's settings, for the guard to compare with the spec (None: no record).
+    recorded: record.Settings | None = None
     # Every certificate task -> the digest of what it expects (stamp.expect_digest), for the stamp.
     expects: dict[str, str] = field(default_factory=dict)
     # The ids of node tasks the last clean run's stamp vouches for whole (stamp.Vouch.whole): not built
     # at all, so one node added to 10,000 plans one node (issue 16).
     skip: frozenset[str] = frozenset()
+    # Certs directories of skipped tasks whose listing is the stamp's (no file added or removed since the
+    # last clean run, which left none there that the spec does not make): not listed again (the guard).
+    listed: frozenset[str] = frozenset()
 
 
 def build(spec: Spec, state: State | None = None) -> Plan:
@@ -130,7 +135,8 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     contents = bundles.contents(spec, cas)
-    tasks.append(bundles.assemble_task(contents, bundles.ui_home(spec)))
+    left_out = {names.node_dir(t.removeprefix("node:")) for t in state.skip if t.startswith("node:")}
+    tasks.append(bundles.assemble_task(contents, bundles.ui_home(spec), left_out))
     provenance = state.provenance if elsewhere else None
     record = made.get(("record", provenance))
     if record is None:
@@ -162,12 +168,26 @@ def _inputs_digest(common: str, task_id: str, node: Node) -> str:
     return hashlib.sha256(f"{common}\0{task_id}\0{node!r}".encode()).hexdigest()[:32]
 
 
-def files_of(task: Task) -> tuple[str, ...]:
-    """The files that are a node's task once done: its certificate (first), key, CA certificate, config."""
+def files_of(task: Task, copies: dict[str, list[str]]) -> tuple[str, ...]:
+    """The files that are a node's task once done: its certificate (first), key, CA certificate, config;
+    for node:<name>, also the copies into its folder with their sources (`copies`: copies_into), and
+    the folder itself (its listing: no file added or removed)."""
     assert task.expect is not None
     expect = task.expect
     configs = (s.path for s in task.steps if is_config(s) and isinstance(s, Write))
-    return tuple(p for p in (expect.cert, expect.key, expect.issuer, *configs) if p is not None)
+    folder = [names.node_dir(task.id.removeprefix("node:"))] if task.id.startswith("node:") else []
+    copied = copies.get(folder[0], []) if folder else []
+    found = (expect.cert, expect.key, expect.issuer, *configs, *copied, *folder)
+    return tuple(p for p in found if p is not None)
+
+
+def copies_into(plan: Plan) -> dict[str, list[str]]:
+    """Each certs directory -> the copies the plan makes into it, each as its source and destination."""
+    found: dict[str, list[str]] = {}
+    for step in plan.steps:
+        if isinstance(step, Copy):
+            found.setdefault(step.dst.rpartition("/")[0], []).extend((step.src, step.dst))
+    return found
 
 
 class _Made:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import tomllib
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,47 @@ _HEADER = """\
 
 def of(spec: Spec, provenance: Provenance | None = None) -> str:
     """The record's text for `spec` (provenance: from the spec unless a command says otherwise)."""
-    if provenance is None:
-        provenance = Provenance.OWN_CA if spec.ca else Provenance.MADE_HERE
-    data = {"format": FORMAT, "ca": provenance.value, "spec": spec_data(spec)}
+    data = {"format": FORMAT, "ca": _provenance(spec, provenance).value, "spec": spec_data(spec)}
     return _HEADER + tomli_w.dumps(data)
+
+
+def _provenance(spec: Spec, provenance: Provenance | None) -> Provenance:
+    if provenance is not None:
+        return provenance
+    return Provenance.OWN_CA if spec.ca else Provenance.MADE_HERE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a later run compares of the record with its spec (changes.guard): whose CA signs the folder,
+    and the settings that, changed, would re-issue every certificate."""
+
+    provenance: Provenance
+    profile: str
+    layout: str
+    ca_cert: str | None  # the spec's [ca] file
+
+    @classmethod
+    def of(cls, spec: Spec, provenance: Provenance | None = None) -> Settings:
+        """The settings of `of(spec, provenance)`, without writing or reading it back."""
+        ca = str(spec.ca.cert) if spec.ca is not None else None
+        return cls(_provenance(spec, provenance), spec.profile, spec.layout, ca)
+
+    def held(self) -> list[str | None]:
+        """As the stamp holds them (JSON)."""
+        return [self.provenance.value, self.profile, self.layout, self.ca_cert]
+
+    @classmethod
+    def from_held(cls, held: object) -> Settings | None:
+        """The settings a stamp holds; None for anything `held` would not make (an edited stamp)."""
+        if not isinstance(held, list) or len(held) != 4 or not all(isinstance(x, str) for x in held[:3]):
+            return None
+        if held[3] is not None and not isinstance(held[3], str):
+            return None
+        try:
+            return cls(Provenance(held[0]), held[1], held[2], held[3])
+        except ValueError:
+            return None
 
 
 def spec_data(spec: Spec) -> dict[str, Any]:
@@ -125,6 +163,9 @@ class Record:
             raise UserError(f"{path}: ca = {data.get('ca')!r} is not one crdb-certs writes") from None
         if not isinstance(data.get("spec"), dict):
             raise UserError(f"{path}: has no [spec] table; pass --config with the folder's spec")
+
+    def settings(self) -> Settings:
+        return Settings.of(self.spec(), self.provenance)
 
     def spec(self, profile: str | None = None, key_type: str | None = None) -> Spec:
         """The recorded spec, parsed (defaults filled in: compare this, not `data`), with the command

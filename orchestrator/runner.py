@@ -30,7 +30,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orchestrator import backups, bundles, changes, names, phases, plan, script, stamp, state, workers
+from orchestrator import backups, bundles, changes, names, phases, plan, record, script, stamp, state, workers
 from orchestrator.cas import signers
 from orchestrator.certcheck import load_cert, load_key, problems, public_bytes
 from orchestrator.errors import ExitStatus, Interrupted, RunError, UserError
@@ -108,7 +108,8 @@ def issue(
         with signals.at_once():  # the audit and the stamp: read only, or one file replaced whole
             key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
             if key is not None and not stamp.matches(out, key):
-                stamp.write(out, key, named_files(spec), result.plan.expects, result.plan.inputs)
+                done = result.plan
+                stamp.write(out, key, named_files(spec), done.expects, done.inputs, done.recorded)
     return result
 
 
@@ -202,17 +203,25 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
             full = plan.build(spec)
         with phases.phase("state inspection"):
             found = state.inspect(out, full, vouch)
+    # A node's folder left out has the listing the stamp saw (Vouch.whole): it held no file the spec
+    # does not make after the last clean run, and the same input plans the same files in it.
+    left_out = (names.node_dir(t.removeprefix("node:")) for t in skip if t.startswith("node:"))
+    found = replace(found, listed=frozenset(left_out))
     with phases.phase("guard (--reissue, --prune)"):
         changes.guard(spec, out, full, found, asked)
         dropped = changes.drop(spec, out, full, asked)
     # What the stamp will hold of the tasks left out: as it held it (the same input makes the same task).
     expects = {**{t: vouch.expects[t] for t in skip}, **found.expects}
     held = {t: tuple(vouch.inputs[t]) for t in skip}
-    held |= {t.id: (inputs[t.id], *plan.files_of(t)) for t in full.tasks if t.id in inputs}
+    copies = plan.copies_into(full)
+    held |= {t.id: (inputs[t.id], *plan.files_of(t, copies)) for t in full.tasks if t.id in inputs}
     del full  # ~5 KB a node: never two whole plans of 10,000 nodes at once (issue 16: peak memory)
     with phases.phase("planning"):
         todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
-    return replace(todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held)
+    # The record the run leaves: the plan's (plan.record_task), or the same text already there.
+    elsewhere = found.provenance if found.provenance is record.Provenance.SIGNED_ELSEWHERE else None
+    recorded = record.Settings.of(spec, elsewhere).held()
+    return replace(todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held, recorded=recorded)
 
 
 def refuse(todo: Plan, out: Path) -> None:

@@ -160,6 +160,8 @@ class Plan:
     # Each node's task -> the digest of what it is made from and the files that are it (runner.pending): what
     # a stamp holds to vouch for the task whole next time.
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The settings of the record the plan leaves (record.Settings.held): what the stamp holds of it.
+    recorded: list[str | None] | None = None
 
     @property
     def steps(self) -> Iterator[Step]:

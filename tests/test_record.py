@@ -683,3 +683,26 @@ def test_the_record_of_ten_thousand_nodes_is_read_back(tmp_path: Path) -> None:
     assert (tmp_path / "crdb-certs.toml").stat().st_size > 1 << 20
     held = record.read(tmp_path)
     assert held is not None and held.spec() == the_spec
+
+
+@pytest.mark.parametrize("provenance", [None, *record.Provenance])
+def test_the_settings_a_stamp_holds_are_those_of_the_record_written(
+    provenance: record.Provenance | None, tmp_path: Path
+) -> None:
+    """Issue 16: a stamp holds the settings of the record its run left (record.Settings.of), so that a
+    later run need not parse a record of 10,000 nodes; they must be what reading that record gives."""
+    org = OrgCA(tmp_path / "org")
+    own = {"ca": {"cert": str(org.cert_path), "key": str(org.key_path)}}
+    nodes = {
+        "nodes": [{"name": "n1", "hosts": ["n1.example.com"]}],
+        "layout": "split-node",
+        "profile": "docs",
+    }
+    for data in (nodes, nodes | own):
+        the_spec = spec.parse(data, base=tmp_path)
+        (tmp_path / record.names.RECORD).write_text(record.of(the_spec, provenance))
+        held = record.read(tmp_path)
+        assert held is not None
+        settings = record.Settings.of(the_spec, provenance)
+        assert held.settings() == settings == record.Settings.from_held(settings.held())
+        assert settings.ca_cert == (str(org.cert_path) if "ca" in data else None)

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator import names, recipes, stamp, state
+from orchestrator import changes, names, recipes, record, runner, stamp, state
 from orchestrator.certcheck import Expect
-from orchestrator.steps import Task
+from orchestrator.steps import Copy, Plan, Task
 from tests import orgca
 from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.test_faults import tmpfs
@@ -310,11 +310,24 @@ def test_one_node_more_checks_only_the_new_certificate(
         return real_task(name, *rest)
 
     monkeypatch.setattr(recipes, "node_task", planned_node)
+    listed: list[Path] = []
+    real_listing = changes._names_in
+    monkeypatch.setattr(changes, "_names_in", lambda folder: listed.append(folder) or real_listing(folder))
+    records: list[Path] = []
+    real_read = record.read
+    monkeypatch.setattr(record, "read", lambda folder: records.append(folder) or real_read(folder))
+    plans: list[Plan] = []
+    real_pending = runner.pending
+    monkeypatch.setattr(runner, "pending", lambda *args: plans.append(real_pending(*args)) or plans[-1])
     write_spec(spec.parent, ONE_MORE)
     status, printed, _ = issue(spec, out, monkeypatch, capsys)
     assert status == 0 and "made node c" in printed, printed
     assert checked == ["nodes/c/node.crt"]
     assert planned == ["c"], "the nodes the stamp vouches for are not planned at all"
+    # Nor are their folders listed, their copies planned, or the record (as the stamp saw it) read again.
+    assert sorted(p.relative_to(out).as_posix() for p in listed) == ["certs", "nodes/c"]
+    assert [s.dst for p in plans for s in p.steps if isinstance(s, Copy)] == ["nodes/c/ca.crt"]
+    assert records == []
 
 
 def _hosts_changed(out: Path) -> str:
@@ -334,6 +347,18 @@ def _edited(path: Path) -> str:
     return ONE_MORE
 
 
+def _put(path: Path) -> str:
+    shutil.copyfile(path.parent / "node.crt", path)
+    return ONE_MORE
+
+
+def _replaced(path: Path, old: str, new: str) -> str:
+    text = path.read_text()
+    assert old in text, (old, text)
+    path.write_text(text.replace(old, new))
+    return ONE_MORE
+
+
 # Each: what is done to a stamped folder (returning the spec to run then, one node more than the
 # stamp's): the stamp must not vouch for what changed, so the run answers as it would without a stamp.
 NOT_VOUCHED: dict[str, Callable[[Path], str]] = {
@@ -344,6 +369,12 @@ NOT_VOUCHED: dict[str, Callable[[Path], str]] = {
     "a certificate replaced by another node's": lambda out: _copy_other_node(out) or ONE_MORE,
     "a node's hosts changed in the spec": _hosts_changed,
     "the CA certificate replaced": _ca_replaced,
+    "a node's copy of the CA certificate removed": lambda out: (out / "nodes/b/ca.crt").unlink() or ONE_MORE,
+    "a file the spec does not make put in a node's folder": lambda out: _put(out / "nodes/b/ui.crt"),
+    "the record's profile edited": lambda out: _replaced(
+        out / names.RECORD, 'profile = "secure"', 'profile = "docs"'
+    ),
+    "the record's CA edited": lambda out: _replaced(out / names.RECORD, '"made-here"', '"signed-elsewhere"'),
     "a key replaced by a link to another": lambda out: (
         (
             (out / "nodes/a/node.key").unlink(),

@@ -7,10 +7,11 @@ Every value is checked here, before anything is rendered or run; unknown keys ar
 from __future__ import annotations
 
 import enum
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import tomli
 
 from orchestrator import profiles, validate
 from orchestrator.errors import SpecError, UserError
@@ -166,10 +167,10 @@ def load(path: Path | None = None, profile: str | None = None, key_type: str | N
     except UnicodeDecodeError:
         raise UserError(f"--config: {str(path)!r} is not UTF-8 text") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
-    except RecursionError:  # tomllib parses nested arrays and tables recursively
+    except RecursionError:  # past 400 levels of nested arrays and tables
         raise UserError(f"{path}: not a spec: arrays or tables nested too deeply") from None
     # Command-line options override the file's values.
     for key, value in (("profile", profile), ("key_type", key_type)):

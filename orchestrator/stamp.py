@@ -30,11 +30,12 @@ import os
 import secrets
 import stat
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import tomli
 
 import orchestrator
 from orchestrator import names
@@ -102,8 +103,8 @@ def named_in(source: bytes, spec_path: Path | None) -> list[str] | None:
     if spec_path is None:
         return None
     try:
-        data = tomllib.loads(source.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        data = tomli.loads(source.decode("utf-8"))
+    except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError):
         return None
     base, named = spec_path.resolve().parent, []
     for table in ("ca", "ui"):

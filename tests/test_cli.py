@@ -302,6 +302,15 @@ def test_a_spec_an_editor_saved_with_a_byte_order_mark_is_read(
     assert "client.root" in capsys.readouterr().out
 
 
+def test_a_spec_is_toml_1_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Specs are read by tomli 2.5+ (issue 16: ~2.5 times tomllib's speed), which reads TOML 1.1: an
+    inline table over several lines, with a trailing comma, is a spec like any other (tomllib of Python
+    3.11 refuses it). Pinned in pyproject.toml, so that no install reads fewer specs than another."""
+    spec = write_spec(tmp_path, 'ui = {\n  hosts = ["ui.example.com"],\n}\n[[clients]]\nuser = "root"\n')
+    assert crdb("plan", "--config", spec) == 0
+    assert "ui.example.com" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [

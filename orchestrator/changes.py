@@ -92,7 +92,8 @@ def guard(
     """Refuse (Refused, exit 1) every replacement and removal that neither `asked` nor `chosen` (the ids
     of the tasks a command re-issues on purpose: renew) covers."""
     differences: list[Difference] = []
-    differences += _folder_differences(spec, found.recorded, asked)
+    held = found.recorded or (r.settings() if (r := record.read(out)) is not None else None)
+    differences += _folder_differences(spec, held, asked)
     leaves = full.leaves()
     names_known = {owner(t) for t in leaves} | {_qualified(t) for t in leaves}
     unknown = sorted(n for n in asked.reissue if n != ALL and n not in names_known)

@@ -59,7 +59,7 @@ class State:
     # Whose CA signs the folder, as its record says (None: no record). A folder signed elsewhere (csr +
     # import) has no CA crdb-certs could sign with, so no plan makes or signs anything there.
     provenance: Provenance | None = None
-    # The record's settings, for the guard to compare with the spec (None: no record).
+    # The record's settings as the last clean run's stamp holds them (None: the guard reads the record).
     recorded: record.Settings | None = None
     # Every certificate task -> the digest of what it expects (stamp.expect_digest), for the stamp.
     expects: dict[str, str] = field(default_factory=dict)
@@ -160,8 +160,10 @@ def node_inputs(spec: Spec) -> dict[str, str]:
 
 def _common_inputs(spec: Spec, days: recipes.Lifetimes) -> str:
     """What every node's task is made from besides its node: the spec without its nodes and users
-    (node_task reads the rest of it), its lifetimes, and crdb-certs' code (recipes, templates)."""
-    return f"{stamp.code()}\0{replace(spec, nodes=(), clients=())!r}\0{days!r}"
+    (node_task reads the rest of it), its lifetimes, crdb-certs' code (recipes, templates), and where
+    the DB Console pair each node's folder gets a copy of is made (the first node's folder, or certs/)."""
+    rest = replace(spec, nodes=(), clients=())
+    return f"{stamp.code()}\0{rest!r}\0{days!r}\0{bundles.ui_home(spec)}"
 
 
 def _inputs_digest(common: str, task_id: str, node: Node) -> str:

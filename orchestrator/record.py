@@ -95,9 +95,14 @@ class Settings:
         if held[3] is not None and not isinstance(held[3], str):
             return None
         try:
-            return cls(Provenance(held[0]), held[1], held[2], held[3])
+            provenance = Provenance(held[0])
         except ValueError:
             return None
+        try:  # as reading the record gives it: resolved now (spec._file), a link made since followed
+            ca_cert = str(Path(held[3]).resolve()) if held[3] is not None else None
+        except (OSError, ValueError, RuntimeError):  # a loop of links; a NUL
+            return None
+        return cls(provenance, held[1], held[2], ca_cert)
 
 
 def spec_data(spec: Spec) -> dict[str, Any]:

@@ -197,12 +197,18 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
         full = plan.build(spec, plan.State(skip=skip))
     with phases.phase("state inspection"):
         found = state.inspect(out, full, vouch)
-    if skip and any(t.expect.is_ca and t.id not in found.fresh for t in full.tasks if t.expect is not None):
-        skip = frozenset()  # a CA made again signs every certificate again: none is left out
+    todo = None
+    if skip:
         with phases.phase("planning"):
-            full = plan.build(spec)
-        with phases.phase("state inspection"):
-            found = state.inspect(out, full, vouch)
+            todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
+        if _remakes(todo, skip, vouch):
+            # What a node left out is made of is made again (its CA certificate; the DB Console pair its
+            # folder holds a copy of): none is left out.
+            skip, todo = frozenset(), None
+            with phases.phase("planning"):
+                full = plan.build(spec)
+            with phases.phase("state inspection"):
+                found = state.inspect(out, full, vouch)
     # A node's folder left out has the listing the stamp saw (Vouch.whole): it held no file the spec
     # does not make after the last clean run, and the same input plans the same files in it.
     left_out = (names.node_dir(t.removeprefix("node:")) for t in skip if t.startswith("node:"))
@@ -216,12 +222,19 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     copies = plan.copies_into(full)
     held |= {t.id: (inputs[t.id], *plan.files_of(t, copies)) for t in full.tasks if t.id in inputs}
     del full  # ~5 KB a node: never two whole plans of 10,000 nodes at once (issue 16: peak memory)
-    with phases.phase("planning"):
-        todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
+    if todo is None:
+        with phases.phase("planning"):
+            todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
     # The record the run leaves: the plan's (plan.record_task), or the same text already there.
     elsewhere = found.provenance if found.provenance is record.Provenance.SIGNED_ELSEWHERE else None
     recorded = record.Settings.of(spec, elsewhere).held()
     return replace(todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held, recorded=recorded)
+
+
+def _remakes(todo: Plan, skip: frozenset[str], vouch: stamp.Vouch) -> bool:
+    """Whether `todo` writes a file that one of the tasks in `skip` is made of (Vouch.whole's files)."""
+    written = {path for step in todo.steps for path in writes(step)}
+    return any(not written.isdisjoint(vouch.inputs[task][1:]) for task in skip)
 
 
 def refuse(todo: Plan, out: Path) -> None:

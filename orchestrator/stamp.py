@@ -10,7 +10,9 @@ say. It holds:
 - the dates between which every certificate there is valid;
 - for each certificate task, a digest of what it was checked against, and for each node's task, a
   digest of what it is made from and the files that are it (Vouch: a run with another spec plans and
-  checks only what that spec changes).
+  checks only what that spec changes);
+- the settings of the record the run left (record.Settings);
+- last, on a line of its own, the digest of all the rest (a seal: a stamp edited by hand is none).
 
 `matches` is true when the input is the same, every signature is, and the time is one at which the run
 would have had nothing to say either: every certificate valid, none within the audit's 30-day warning.
@@ -177,6 +179,9 @@ def write(
             same = rel in known and known_files.get(rel) == sig
             dates[rel] = known[rel] if same else _dates(out / rel)
     del previous, known, known_files  # not two stamps of 10,000 nodes in memory while this one is written
+    # A folder holding a link: what the guard finds there depends on what the link points to, which its
+    # listing does not show. No task with such a folder among its files is vouched for whole.
+    linked = {rel.rpartition("/")[0] for rel in files if rel.endswith(" ->")}
     held = {
         "key": run_key,  # first: see _head
         "format": FORMAT,
@@ -188,17 +193,21 @@ def write(
         "files": files,
         "dates": dates,
         "expects": dict(expects),
-        "inputs": {task: list(made_of) for task, made_of in inputs.items()},
+        "inputs": {task: list(made_of) for task, made_of in inputs.items() if linked.isdisjoint(made_of[1:])},
         "record": recorded,
     }
     path = out / names.STAMP
     partial = path.with_name(path.name + ".new")
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        with os.fdopen(os.open(partial, flags, 0o600), "w") as f:
+        with os.fdopen(os.open(partial, flags, 0o600), "w", encoding="utf-8") as f:
             # Streamed, not one json.dumps string: that one's pieces cost ~13 MB at 10,000 nodes, at the
             # end of the run, when its memory is at its highest (issue 16: peak memory).
             json.dump(held, f, separators=(",", ":"))
+            f.flush()
+            with open(partial, "rb") as written:  # read back in pieces: not a second 8 MB in memory
+                seal = hashlib.file_digest(written, "sha256").hexdigest()
+            f.write("\n" + seal)  # see _load
         os.replace(partial, path)
     except OSError:  # a full disk, a quota: the run succeeded; its next re-run takes the full way
         with suppress(OSError):
@@ -352,9 +361,14 @@ def _dates(path: Path) -> list[float]:
 
 def _load(out: Path) -> dict[str, Any] | None:
     """The stamp as `write` made it; None when there is none, or it is anything else (another
-    version's, edited by hand, cut short): no stamp, the full way."""
+    version's, edited by hand, cut short): no stamp, the full way. Its last line is the digest of the
+    rest: every member is believed as written (a certificate's dates, the record's settings), so an
+    edit of any of them makes it no stamp."""
     try:
-        held = json.loads(read_regular(out / names.STAMP, 1 << 30))
+        body, _, seal = read_regular(out / names.STAMP, 1 << 30).rpartition(b"\n")
+        if hashlib.sha256(body).hexdigest().encode() != seal:
+            return None
+        held = json.loads(body)
     except (OSError, ValueError, RecursionError):
         return None
     return held if _well_formed(held) else None

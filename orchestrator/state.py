@@ -49,8 +49,9 @@ def inspect(out: Path, full: Plan, vouch: stamp.Vouch | None = None) -> State:
         else:
             found.discard(pk8)
     present = frozenset(found)
-    recorded = _recorded(out, vouch)
-    provenance = recorded.provenance if recorded else None
+    recorded = _recorded(vouch)
+    found_record = record.read(out) if recorded is None else None
+    provenance = recorded.provenance if recorded else found_record.provenance if found_record else None
     rendered = {s.path: s.text for s in full.steps if is_config(s) and isinstance(s, Write)}
     if provenance is record.Provenance.SIGNED_ELSEWHERE:  # kept by every plan for such a folder
         rendered[names.RECORD] = record.of(full.spec, provenance)
@@ -82,15 +83,10 @@ def inspect(out: Path, full: Plan, vouch: stamp.Vouch | None = None) -> State:
     )
 
 
-def _recorded(out: Path, vouch: stamp.Vouch) -> record.Settings | None:
-    """The record's settings: the stamp's while the record is the file it saw (a record of 10,000 nodes
-    is 1 MB of TOML, ~0.1 s to parse: issue 16), else read."""
-    if vouch.unchanged(names.RECORD):
-        held = record.Settings.from_held(vouch.record)
-        if held is not None:
-            return held
-    found = record.read(out)
-    return found.settings() if found else None
+def _recorded(vouch: stamp.Vouch) -> record.Settings | None:
+    """The record's settings as the stamp holds them, while the record is the file it saw (a record of
+    10,000 nodes is 1 MB of TOML, ~0.1 s to parse: issue 16); None: read it (changes.guard)."""
+    return record.Settings.from_held(vouch.record) if vouch.unchanged(names.RECORD) else None
 
 
 def paths(plan: Plan) -> set[str]:

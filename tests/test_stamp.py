@@ -5,6 +5,7 @@ change the answer takes the full way and gets the full answer."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,19 @@ def stamped(spec: Path, out: Path) -> None:
     time.sleep(0.05)  # a run of a few certificates ends within a clock tick of its last file: not stamped
     assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
     assert (out / names.STAMP).is_file(), "a clean run that changed nothing stamps the folder"
+
+
+def held_in(out: Path) -> dict[str, Any]:
+    """The stamp's members (its last line is the seal: the digest of the rest)."""
+    body, _, _ = (out / names.STAMP).read_bytes().rpartition(b"\n")
+    return dict(json.loads(body))
+
+
+def rewritten(out: Path, held: dict[str, Any]) -> None:
+    """The stamp written again with `held` as crdb-certs writes it, sealed: what the edit changes is
+    what is tested, not the seal."""
+    body = json.dumps(held, separators=(",", ":")).encode()
+    (out / names.STAMP).write_bytes(body + b"\n" + hashlib.sha256(body).hexdigest().encode())
 
 
 def issue(
@@ -176,16 +190,16 @@ def test_a_file_changed_within_a_clock_tick_of_the_stamp_is_not_trusted(clean: t
     (same times, same size): a stamp never vouches for such a file. None is written then; one taken as
     the file was written (crafted here) does not match."""
     _, out = clean
-    key = json.loads((out / names.STAMP).read_text())["key"]
+    key = held_in(out)["key"]
     _same_bytes(out)
     stamp.write(out, key, [], {}, {})
     assert not stamp.matches(out, key), "the old stamp, and no new one"
     time.sleep(0.05)
     stamp.write(out, key, [], {}, {})
     assert stamp.matches(out, key)
-    held = json.loads((out / names.STAMP).read_text())
+    held = held_in(out)
     held["taken"] = held["newest"] = (out / "certs/client.root.crt").stat().st_ctime_ns
-    (out / names.STAMP).write_text(json.dumps(held))
+    rewritten(out, held)
     assert not stamp.matches(out, key)
 
 
@@ -193,12 +207,11 @@ def test_a_file_that_is_another_one_is_not_trusted_even_with_older_times(clean: 
     """Every change moves a file's change time past the stamp's, but a clock set back would not: the
     signature itself must match (here the stamp remembers another inode for one file)."""
     _, out = clean
-    path = out / names.STAMP
-    held = json.loads(path.read_text())
+    held = held_in(out)
     assert stamp.matches(out, held["key"])
     mode, uid, gid, inode, rest = held["files"]["nodes/a/node.key"].split(":", 4)
     held["files"]["nodes/a/node.key"] = f"{mode}:{uid}:{gid}:{int(inode) + 1}:{rest}"
-    path.write_text(json.dumps(held))
+    rewritten(out, held)
     assert not stamp.matches(out, held["key"])
 
 
@@ -421,7 +434,7 @@ def test_a_stamp_of_another_input_is_not_parsed(
     """Issue 16: a spec with one node more is another input; the stamp of 10,000 nodes is 8 MB of JSON,
     and its first bytes say it is not this input's."""
     _, out = clean
-    key = json.loads((out / names.STAMP).read_text())["key"]
+    key = held_in(out)["key"]
     loads = json.loads
 
     def refused(*args: Any, **kwargs: Any) -> Any:
@@ -590,14 +603,30 @@ def test_a_stamp_edited_by_hand_is_no_stamp(
     """Review of issue 16: a stamp whose fields have another shape crashed the run with a traceback
     (`"inputs": null`, `"files": []`, …). It is no stamp: the full way, and its answer."""
     spec, out = clean
-    path = out / names.STAMP
-    held = json.loads(path.read_text())
+    held = held_in(out)
     held[field] = value
-    path.write_text(json.dumps(held))
+    rewritten(out, held)  # sealed again: the shape is what is looked at
     status, printed, phases = issue(spec, out, monkeypatch, capsys)
     assert (status, "planning" in phases) == (0, True), printed
     write_spec(spec.parent, ONE_MORE)
-    path.write_text(json.dumps(held))
+    rewritten(out, held)
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    assert status == 0 and "made node c" in printed, printed
+
+
+def test_a_stamp_edited_in_any_member_is_no_stamp(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the record's settings (and a certificate's dates) are believed as the stamp
+    holds them; edited ("docs" for "secure"), the run refused a difference the folder does not have.
+    The seal (the digest of the rest) makes any edit no stamp."""
+    spec, out = clean
+    path = out / names.STAMP
+    body, _, seal = path.read_bytes().rpartition(b"\n")
+    assert b'"secure"' in body
+    path.write_bytes(body.replace(b'"secure"', b'"docs"', 1) + b"\n" + seal)
+    assert not stamp.matches(out, held_in(out)["key"])
+    write_spec(spec.parent, ONE_MORE)
     status, printed, _ = issue(spec, out, monkeypatch, capsys)
     assert status == 0 and "made node c" in printed, printed
 
@@ -669,3 +698,115 @@ def test_a_key_rewritten_within_the_second_of_the_stamp_is_looked_at(
     write_spec(whole_seconds, ONE_MORE)
     status, printed, _ = issue(spec, out, monkeypatch, capsys)
     assert status == 0 and "made node a" in printed and "made node c" in printed, printed
+
+
+# Review of issue 16's +1 speed-ups: a run with the stamp left another folder than the same run without.
+
+_NODE = '[[nodes]]\nname = "{0}"\nhosts = ["{0}.example.com"]\n'
+_WITH_UI = 'key_type = "ec"\n{nodes}[[clients]]\nuser = "root"\n[ui]\nhosts = ["ui.example.com"]\n'
+
+
+def _nodes(names: str) -> str:
+    return "".join(_NODE.format(n) for n in names)
+
+
+def _stamped_twice(tmp_path: Path, text: str) -> list[tuple[Path, Path]]:
+    """A stamped folder and a byte-for-byte copy of it without its stamp (the same keys): (spec, out)."""
+    folder = tmp_path / "stamped"
+    spec, out = write_spec(folder, text), folder / "out"
+    stamped(spec, out)
+    subprocess.run(["cp", "-a", str(folder), str(tmp_path / "not")], check=True)
+    (tmp_path / "not/out" / names.STAMP).unlink()
+    return [(spec, out), (tmp_path / "not" / spec.name, tmp_path / "not/out")]
+
+
+def _same_ui_everywhere(out: Path, nodes: str) -> list[bool]:
+    first = (out / f"nodes/{nodes[0]}/ui.crt").read_bytes()
+    return [(out / f"nodes/{n}/ui.crt").read_bytes() == first for n in nodes]
+
+
+def test_a_node_added_first_gets_the_db_console_pair_of_every_node(tmp_path: Path) -> None:
+    """The DB Console pair is made in the first node's folder and copied into the others: a node added
+    first makes a new one there, which every node gets, stamp or not."""
+    outcome = []
+    for spec, out in _stamped_twice(tmp_path, _WITH_UI.format(nodes=_nodes("ab"))):
+        write_spec(spec.parent, _WITH_UI.format(nodes=_nodes("cab")))
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        outcome.append(_same_ui_everywhere(out, "cab"))
+    assert outcome == [[True, True, True]] * 2, outcome
+
+
+def test_the_node_left_alone_gets_the_db_console_pair_made_in_certs(tmp_path: Path) -> None:
+    """One node left: certs/ is its folder too, the DB Console pair is made there and copied to it."""
+    outcome = []
+    for spec, out in _stamped_twice(tmp_path, _WITH_UI.format(nodes=_nodes("ab"))):
+        write_spec(spec.parent, _WITH_UI.format(nodes=_nodes("a")))
+        shutil.rmtree(out / "nodes/b")
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        outcome.append((out / "certs/ui.crt").read_bytes() == (out / "nodes/a/ui.crt").read_bytes())
+    assert outcome == [True, True], outcome
+
+
+def test_an_imported_db_console_certificate_renewed_in_place_reaches_every_node(tmp_path: Path) -> None:
+    org = orgca.OrgCA(tmp_path / "org")
+    for version in ("v1", "v2", "current"):
+        (tmp_path / version).mkdir()
+    old = org.issue(tmp_path / "v1", "ui", ["ui.example.com"])
+    new = org.issue(tmp_path / "v2", "ui", ["ui.example.com"])
+    current = tmp_path / "current"
+    for src, name in zip(old, ("ui.crt", "ui.key"), strict=True):
+        shutil.copy(src, current / name)
+    text = (
+        f'key_type = "ec"\n[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n{_nodes("abc")}'
+        f'[[clients]]\nuser = "root"\n[ui]\nissuer = "import"\nhosts = ["ui.example.com"]\n'
+        f'cert = "{current}/ui.crt"\nkey = "{current}/ui.key"\n'
+    )
+    folders = _stamped_twice(tmp_path, text)
+    for src, name in zip(new, ("ui.crt", "ui.key"), strict=True):
+        shutil.copy(src, current / name)
+    outcome = []
+    for spec, out in folders:
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        outcome.append([(out / f"nodes/{n}/ui.crt").read_bytes() == new[0].read_bytes() for n in "abc"])
+    assert outcome == [[True, True, True]] * 2, outcome
+
+
+def test_your_own_ca_file_made_a_link_to_a_copy_of_it_is_the_same_ca(tmp_path: Path) -> None:
+    """The record holds [ca]'s path, resolved when it was written; read back, it is resolved again. The
+    stamp's copy of it must be too: else the same CA behind a link is "[ca] differs"."""
+    org = orgca.OrgCA(tmp_path / "org")
+    own = f'key_type = "ec"\n[ca]\ncert = "{org.cert_path}"\nkey = "{org.key_path}"\n'
+    folders = _stamped_twice(tmp_path, own + _nodes("ab") + '[[clients]]\nuser = "root"\n')
+    dated = org.cert_path.with_name("org-ca-2026.crt")
+    shutil.copy2(org.cert_path, dated)
+    org.cert_path.unlink()
+    org.cert_path.symlink_to(dated.name)
+    assert [crdb("issue", "--config", spec, "--out", out, "--quiet") for spec, out in folders] == [0, 0]
+
+
+def test_a_link_in_a_node_s_folder_is_looked_at_whatever_its_listing(tmp_path: Path) -> None:
+    """nodes/b/ui.crt, a link to a folder when the stamp was written (not a file: nothing to say), then to
+    a file (a file the spec does not make): the folder's listing is the same, the answer is not."""
+    outcome = []
+    for number, (spec, out) in enumerate(_stamped_twice(tmp_path, SPEC)):
+        target = tmp_path / f"target-{number}"
+        target.mkdir()
+        (out / "nodes/b/ui.crt").symlink_to(target)
+        time.sleep(0.05)
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0  # stamps it so
+        if number == 1:
+            (out / names.STAMP).unlink()
+        target.rmdir()
+        shutil.copyfile(out / "nodes/b/node.crt", target)
+        write_spec(spec.parent, ONE_MORE)
+        outcome.append(crdb("issue", "--config", spec, "--out", out, "--quiet"))
+    assert outcome == [1, 1], outcome
+
+
+def test_rotate_ca_reads_of_the_record_only_whose_ca_signs(clean: tuple[Path, Path]) -> None:
+    """Review of issue 16: the state inspection took the record's settings by parsing its whole spec, so
+    a command given --config (rotate-ca) failed on a host in the record it never uses."""
+    spec, out = clean
+    path = out / names.RECORD
+    path.write_text(path.read_text().replace('"a.example.com"', '"bad host!"'))
+    assert crdb("rotate-ca", "--config", spec, "--out", out, "--quiet") == 0

@@ -135,8 +135,7 @@ def build(spec: Spec, state: State | None = None) -> Plan:
     # openssl ca -outdir certs/ leaves a <serial>.pem copy of every certificate: the docs remove them.
     tasks.append(Task("cleanup", "remove openssl's .pem copies", (Remove((f"{names.CERTS_DIR}/*.pem",)),)))
     contents = bundles.contents(spec, cas)
-    left_out = {names.node_dir(t.removeprefix("node:")) for t in state.skip if t.startswith("node:")}
-    tasks.append(bundles.assemble_task(contents, bundles.ui_home(spec), left_out))
+    tasks.append(bundles.assemble_task(contents, bundles.ui_home(spec), folders_of(state.skip)))
     provenance = state.provenance if elsewhere else None
     record = made.get(("record", provenance))
     if record is None:
@@ -181,6 +180,11 @@ def files_of(task: Task, copies: dict[str, list[str]]) -> tuple[str, ...]:
     copied = copies.get(folder[0], []) if folder else []
     found = (expect.cert, expect.key, expect.issuer, *configs, *copied, *folder)
     return tuple(p for p in found if p is not None)
+
+
+def folders_of(skip: frozenset[str]) -> frozenset[str]:
+    """The folders of the nodes whose task is in `skip` (State.skip)."""
+    return frozenset(names.node_dir(t.removeprefix("node:")) for t in skip if t.startswith("node:"))
 
 
 def copies_into(plan: Plan) -> dict[str, list[str]]:

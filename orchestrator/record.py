@@ -170,6 +170,7 @@ class Record:
             raise UserError(f"{path}: has no [spec] table; pass --config with the folder's spec")
 
     def settings(self) -> Settings:
+        """What the guard compares with the spec (Settings)."""
         return Settings.of(self.spec(), self.provenance)
 
     def spec(self, profile: str | None = None, key_type: str | None = None) -> Spec:

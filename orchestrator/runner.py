@@ -211,8 +211,7 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
                 found = state.inspect(out, full, vouch)
     # A node's folder left out has the listing the stamp saw (Vouch.whole): it held no file the spec
     # does not make after the last clean run, and the same input plans the same files in it.
-    left_out = (names.node_dir(t.removeprefix("node:")) for t in skip if t.startswith("node:"))
-    found = replace(found, listed=frozenset(left_out))
+    found = replace(found, listed=plan.folders_of(skip))
     with phases.phase("guard (--reissue, --prune)"):
         changes.guard(spec, out, full, found, asked)
         dropped = changes.drop(spec, out, full, asked)

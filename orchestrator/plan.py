@@ -176,15 +176,20 @@ def files_of(task: Task, copies: dict[str, list[str]]) -> tuple[str, ...]:
     assert task.expect is not None
     expect = task.expect
     configs = (s.path for s in task.steps if is_config(s) and isinstance(s, Write))
-    folder = [names.node_dir(task.id.removeprefix("node:"))] if task.id.startswith("node:") else []
-    copied = copies.get(folder[0], []) if folder else []
-    found = (expect.cert, expect.key, expect.issuer, *configs, *copied, *folder)
+    folder = _node_folder(task.id)
+    copied = copies.get(folder, []) if folder is not None else []
+    found = (expect.cert, expect.key, expect.issuer, *configs, *copied, folder)
     return tuple(p for p in found if p is not None)
 
 
 def folders_of(skip: frozenset[str]) -> frozenset[str]:
     """The folders of the nodes whose task is in `skip` (State.skip)."""
-    return frozenset(names.node_dir(t.removeprefix("node:")) for t in skip if t.startswith("node:"))
+    return frozenset(f for f in map(_node_folder, skip) if f is not None)
+
+
+def _node_folder(task_id: str) -> str | None:
+    """The folder of node:<name>'s node; None for any other task (client-node:<name> shares it)."""
+    return names.node_dir(task_id.removeprefix("node:")) if task_id.startswith("node:") else None
 
 
 def copies_into(plan: Plan) -> dict[str, list[str]]:

@@ -200,7 +200,7 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     todo = None
     if skip:
         with phases.phase("planning"):
-            todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
+            todo = _rest(spec, found, skip)
         if _remakes(todo, skip, vouch):
             # What a node left out is made of is made again (its CA certificate; the DB Console pair its
             # folder holds a copy of): none is left out.
@@ -223,17 +223,27 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     del full  # ~5 KB a node: never two whole plans of 10,000 nodes at once (issue 16: peak memory)
     if todo is None:
         with phases.phase("planning"):
-            todo = plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
+            todo = _rest(spec, found, skip)
     # The record the run leaves: the plan's (plan.record_task), or the same text already there.
     elsewhere = found.provenance if found.provenance is record.Provenance.SIGNED_ELSEWHERE else None
     recorded = record.Settings.of(spec, elsewhere).held()
     return replace(todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held, recorded=recorded)
 
 
+def _rest(spec: Spec, found: plan.State, skip: frozenset[str]) -> Plan:
+    """What is left to do: what `found` does not hold right, the tasks in `skip` counted as done."""
+    return plan.build(spec, replace(found, skip=skip, fresh=found.fresh | skip))
+
+
 def _remakes(todo: Plan, skip: frozenset[str], vouch: stamp.Vouch) -> bool:
     """Whether `todo` writes a file that one of the tasks in `skip` is made of (Vouch.whole's files)."""
-    written = {path for step in todo.steps for path in writes(step)}
+    written = _written(todo)
     return any(not written.isdisjoint(vouch.inputs[task][1:]) for task in skip)
+
+
+def _written(todo: Plan) -> set[str]:
+    """Every file the plan writes."""
+    return {path for step in todo.steps for path in writes(step)}
 
 
 def refuse(todo: Plan, out: Path) -> None:
@@ -247,7 +257,7 @@ def refuse(todo: Plan, out: Path) -> None:
 
 def _inputs(todo: Plan) -> Iterator[str]:
     """The files the plan reads but neither makes nor changes, each once."""
-    written = {w for s in todo.steps for w in writes(s)}
+    written = _written(todo)
     made: set[str] = set()
     for step in todo.steps:
         for path in reads(step):
@@ -323,7 +333,7 @@ def _refuse_what_cannot_be_swapped(todo: Plan, out: Path) -> None:
 def _stage_inputs(todo: Plan, out: Path, stage: Path) -> None:
     """Bring into the staging folder what the plan reads but does not make: read-only inputs as
     symlinks (the CA key is never copied), files the plan will change as private copies."""
-    written = {w for s in todo.steps for w in writes(s)}
+    written = _written(todo)
     made: set[str] = set()
     for step in todo.steps:
         for path in reads(step):

@@ -1422,7 +1422,7 @@ def _audit_issued(out: Path, todo: Plan, changed: tuple[str, ...], say: Say) -> 
     written = {folder for folder in found if folder is not None}
     audited = written or set(todo.bundles)
     failed, clean = [], audited >= set(todo.bundles)
-    for folder in audited:
+    for folder in sorted(audited):  # findings in the same order every run
         report = audit.audit(out / folder)
         if report.errors:
             _err(report.text(("error",)))

@@ -1415,13 +1415,15 @@ def diff_command(config: Path | None, profile: str | None, against: str) -> int:
 
 
 def _audit_issued(out: Path, todo: Plan, changed: tuple[str, ...], say: Say) -> bool:
-    """Audit every certs directory the run wrote (all of them when it wrote nothing: a no-op run is then a
-    health check); any error fails the run. Adding one node to 200 thus audits two folders, not 201.
-    True when it audited every one and found nothing to say."""
+    """Audit every certs directory the run wrote (when it wrote nothing, every one the last clean run's
+    audit did not see as it is now: a no-op run is then a health check); any error fails the run.
+    Adding one node to 200 thus audits two folders, not 201. True when every one is audited clean now
+    or was then (Plan.still_clean)."""
     found = (bundles.folder_of(path, todo.bundles) for path in changed)  # by parent folder: issue 16
     written = {folder for folder in found if folder is not None}
-    audited = written or set(todo.bundles)
-    failed, clean = [], audited >= set(todo.bundles)
+    still_clean = set() if changed else set(todo.still_clean)
+    audited = written or set(todo.bundles) - still_clean
+    failed, clean = [], audited | still_clean >= set(todo.bundles)
     for folder in sorted(audited):  # findings in the same order every run
         report = audit.audit(out / folder)
         if report.errors:

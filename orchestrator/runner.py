@@ -109,7 +109,9 @@ def issue(
             key = stamp_key() if finish is not None and finish(result) and stamp_key is not None else None
             if key is not None and not stamp.matches(out, key):
                 done = result.plan
-                stamp.write(out, key, named_files(spec), done.expects, done.inputs, done.recorded)
+                stamp.write(
+                    out, key, named_files(spec), done.expects, done.inputs, done.recorded, done.bundles
+                )
     return result
 
 
@@ -227,7 +229,13 @@ def pending(spec: Spec, out: Path, asked: changes.Asked | None = None) -> Plan:
     # The record the run leaves: the plan's (plan.record_task), or the same text already there.
     elsewhere = found.provenance if found.provenance is record.Provenance.SIGNED_ELSEWHERE else None
     recorded = record.Settings.of(spec, elsewhere).held()
-    return replace(todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held, recorded=recorded)
+    # A plan that writes nothing is a health check (cli._audit_issued): what the stamp saw audited clean,
+    # and is as it saw it, is not audited again.
+    idle = not dropped and not todo.drop and not _written(todo)
+    clean = vouch.still_clean(todo.bundles) if idle else frozenset()
+    return replace(
+        todo, drop=(*todo.drop, *dropped), expects=expects, inputs=held, recorded=recorded, still_clean=clean
+    )
 
 
 def _rest(spec: Spec, found: plan.State, skip: frozenset[str]) -> Plan:

@@ -12,6 +12,9 @@ say. It holds:
   digest of what it is made from and the files that are it (Vouch: a run with another spec plans and
   checks only what that spec changes);
 - the settings of the record the run left (record.Settings);
+- the certs directories its audit found clean, and what else that audit's answer depended on (`auditor`:
+  the code, CockroachDB's key permission switch, the user): a later run that writes nothing audits only
+  the others, and those no longer as the stamp saw them (Vouch.still_clean);
 - last, on a line of its own, the digest of all the rest (a seal: a stamp edited by hand is none).
 
 `matches` is true when the input is the same, every signature is, and the time is one at which the run
@@ -48,7 +51,7 @@ from orchestrator.resources import resource
 if TYPE_CHECKING:
     from orchestrator.certcheck import Expect
 
-FORMAT = 3
+FORMAT = 4
 # Wider than a kernel clock tick (file times may come from a clock that advances once a tick, 10 ms at
 # HZ=100): a file whose times are this close to the moment its signature was taken may change unseen.
 _RACY_NS = 20_000_000
@@ -77,15 +80,19 @@ def code() -> str:
 
 def key(source: bytes, spec_path: Path | None, *options: str | None) -> str:
     """The digest of a run's input: the spec's bytes, where it lies (its relative paths start there),
-    the options that change what it means, crdb-certs' code."""
+    the options that change what it means, crdb-certs' code and what the audit depends on."""
     digest = hashlib.sha256()
-    # What else the audit's answer depends on: CockroachDB's own switch, and who is asking (key modes).
-    skip = os.environ.get("COCKROACH_SKIP_KEY_PERMISSION_CHECK")
-    who = (os.getuid(), os.getgid(), skip)
-    for part in (str(FORMAT), code(), str(spec_path), *map(str, options), str(who)):
+    for part in (str(FORMAT), auditor(), str(spec_path), *map(str, options)):
         digest.update(part.encode() + b"\0")
     digest.update(source)
     return digest.hexdigest()
+
+
+def auditor() -> str:
+    """What the audit's answer depends on besides the certs directory, its CRLs and the time: crdb-certs'
+    code, CockroachDB's own switch, and who is asking (key modes)."""
+    skip = os.environ.get("COCKROACH_SKIP_KEY_PERMISSION_CHECK")
+    return f"{code()}\0{(os.getuid(), os.getgid(), skip)}"
 
 
 def source(config: Path | None, out: Path) -> tuple[bytes, Path | None] | None:
@@ -154,6 +161,7 @@ def write(
     expects: Mapping[str, str],
     inputs: Mapping[str, tuple[str, ...]],
     recorded: list[str | None] | None = None,
+    audited: Iterable[str] = (),
 ) -> None:
     """Stamp `out` as clean for `run_key` (called under the run's lock, after a clean audit of every
     certs directory), unless a file changed within a clock tick (a run of a few certificates): the next
@@ -161,7 +169,8 @@ def write(
     taken from it. `expects`: the digest of what each certificate task of the run's spec expects
     (Plan.expects), each made and verified, or found right, by the run; `inputs`: for each node's task,
     the digest of what it is made from and the files that are it (Plan.inputs); `recorded`: the settings
-    of the record the run left (record.Settings.held)."""
+    of the record the run left (record.Settings.held); `audited`: the certs directories the run's audit
+    found clean (Plan.bundles), with what that audit depended on (`auditor`)."""
     named = sorted(named, key=str)
     taken = time.time_ns()
     try:
@@ -195,6 +204,8 @@ def write(
         "expects": dict(expects),
         "inputs": {task: list(made_of) for task, made_of in inputs.items() if linked.isdisjoint(made_of[1:])},
         "record": recorded,
+        "audited": sorted(audited),
+        "auditor": auditor(),
     }
     path = out / names.STAMP
     partial = path.with_name(path.name + ".new")
@@ -294,6 +305,9 @@ class Vouch:
         self.files: dict[str, Signature] = held.get("files", {})
         self.dates: dict[str, list[float]] = held.get("dates", {})
         self.record: object = held.get("record")  # record.Settings.held, while the record is unchanged
+        # The certs directories the stamp's run found clean, when the audit would now judge as it did then.
+        self.audited: set[str] = set(held.get("audited", [])) if held.get("auditor") == auditor() else set()
+        self.out = out
         self._seen: dict[str, bool] = {}  # certs/ca.crt is every node's CA certificate: looked at once
 
     def vouches(self, task_id: str, digest: str, expect: Expect) -> bool:
@@ -312,6 +326,48 @@ class Vouch:
         if not held or held[0] != digest or len(held) < 2 or task_id not in self.expects:
             return False
         return self._valid(held[1]) and all(self.unchanged(p) for p in held[1:])
+
+    def still_clean(self, folders: Iterable[str]) -> frozenset[str]:
+        """The certs directories among `folders` that the stamp's run audited clean and that the audit
+        would find clean now (issue 16: a run that writes nothing audits only the others): the same
+        auditor; each file and folder in the directory (and in the CRL folders the audit reads beside
+        it, crls.find) is the one the stamp saw, or was absent then and is now; every certificate there
+        is valid and not within the audit's 30-day warning; and no folder on its way is a link (which
+        would move where those CRL folders are)."""
+        wanted = {f for f in folders if f in self.audited}
+        if not wanted:
+            return frozenset()
+        beside = {f: _crl_folders(self.out, f) for f in wanted}
+        entries: dict[str, list[str]] = {g: [g] for g in wanted.union(*beside.values())}
+        for path in self.files:  # each entry under one of those folders, at any depth
+            parent = path
+            while "/" in parent:
+                parent = parent.rpartition("/")[0]
+                if parent in entries:
+                    entries[parent].append(path)
+                    break
+        now = time.time()
+
+        def same(group: str) -> bool:
+            if group not in self.files:  # absent then: so it must be now
+                return not os.path.lexists(group if group.startswith("/") else self.root + group)
+            return all(self.unchanged(p) for p in entries[group])
+
+        def clear(path: str) -> bool:
+            dates = self.dates.get(path)
+            if not path.endswith(".crt"):
+                return True
+            return dates is not None and dates[0] <= now < dates[1] - EXPIRY_WARNING.total_seconds()
+
+        return frozenset(
+            f
+            for f in wanted
+            if f in self.files
+            and not _linked_on_the_way(self.out, f)
+            and same(f)
+            and all(map(clear, entries[f]))
+            and all(map(same, beside[f]))
+        )
 
     def _valid(self, cert: str) -> bool:
         dates = self.dates.get(cert)
@@ -336,6 +392,22 @@ class Vouch:
             return not stat.S_ISLNK(st.st_mode) or _signature(os.stat(where)) == self.files.get(path + " ->")
         except (OSError, ValueError):
             return False
+
+
+def _crl_folders(out: Path, folder: str) -> list[str]:
+    """The CRL folders the audit of `out`/`folder` reads (crls.find: beside it and beside its parent), as
+    the stamp names them: relative to `out`, or absolute when outside it (signatures)."""
+    parent = folder.rpartition("/")[0]
+    if parent:
+        grand = parent.rpartition("/")[0]
+        return [f"{parent}/{names.CRL_DIR}", f"{grand}/{names.CRL_DIR}" if grand else names.CRL_DIR]
+    return [names.CRL_DIR, str(out.resolve().parent / names.CRL_DIR)]
+
+
+def _linked_on_the_way(out: Path, folder: str) -> bool:
+    """Whether a folder between `out` and `out`/`folder` (nodes/ for nodes/<name>) is a link."""
+    parts = folder.split("/")[:-1]
+    return any(os.path.islink(os.path.join(out, *parts[: i + 1])) for i in range(len(parts)))
 
 
 def _head(run_key: str) -> bytes:
@@ -383,7 +455,7 @@ def _well_formed(held: object) -> bool:
 
     if not isinstance(held, dict) or held.get("format") != FORMAT:
         return False
-    dates, inputs, named = held.get("dates"), held.get("inputs"), held.get("named")
+    dates, inputs, named, audited = (held.get(k) for k in ("dates", "inputs", "named", "audited"))
     return (
         isinstance(held.get("key"), str)
         and all(number(held.get(k)) for k in ("taken", "newest", "valid_from", "valid_until"))
@@ -395,4 +467,7 @@ def _well_formed(held: object) -> bool:
         and all(isinstance(d, list) and len(d) == 2 and all(map(number, d)) for d in dates.values())
         and isinstance(inputs, dict)
         and all(isinstance(i, list) and all(isinstance(p, str) for p in i) for i in inputs.values())
+        and isinstance(audited, list)
+        and all(isinstance(f, str) for f in audited)
+        and isinstance(held.get("auditor"), str)
     )

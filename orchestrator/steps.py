@@ -162,6 +162,9 @@ class Plan:
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The settings of the record the plan leaves (record.Settings.held): what the stamp holds of it.
     recorded: list[str | None] | None = None
+    # For a plan that writes nothing: the certs directories the last clean run's audit found clean and
+    # that are as they were then (stamp.Vouch.still_clean). Its run need not audit them again.
+    still_clean: frozenset[str] = frozenset()
 
     @property
     def steps(self) -> Iterator[Step]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import changes, names, recipes, record, runner, stamp, state
+from orchestrator import audit, changes, names, recipes, record, runner, stamp, state
 from orchestrator.certcheck import Expect
 from orchestrator.steps import Copy, Plan, Task
 from tests import orgca
@@ -411,8 +411,9 @@ def _with_and_without_stamp(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]
 
 def _same_for_both(printed: str, folder: Path) -> str:
     """What a run printed, without what differs between two folders: their names, the time (backups,
-    transcripts) and the dates (the two folders' certificates may be made a minute apart)."""
+    transcripts), the dates (the two folders' certificates may be made a minute apart) and serials."""
     printed = re.sub(r"\d{8}T\d{6,}Z", "TIME", printed.replace(str(folder), "FOLDER"))
+    printed = re.sub(r"--serial [0-9A-F]+", "--serial SERIAL", printed)
     return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "DATE", printed)
 
 
@@ -427,6 +428,139 @@ def test_the_stamp_vouches_only_for_what_it_saw(
         answers.append((status, _same_for_both(printed, folder)))
     assert answers[0] == answers[1]
     assert "node c" in answers[0][1] or answers[0][0] != 0, answers[0]
+
+
+def _one_more_made(
+    tmp_path: Path, prepared: Callable[[Path], object] | None = None
+) -> Iterator[tuple[Path, Path, Path]]:
+    """_with_and_without_stamp (`prepared` first, and stamped with it), then one node more: a run that
+    writes, so it stamps nothing (stamp.py) and audits only the folder it wrote; the next run that
+    writes nothing is the health check."""
+    for folder, spec, out in _with_and_without_stamp(tmp_path):
+        if prepared is not None:
+            with_stamp = (out / names.STAMP).exists()
+            prepared(out)
+            time.sleep(0.05)  # so that the run below stamps
+            assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+            if not with_stamp:
+                (out / names.STAMP).unlink()
+            assert (out / names.STAMP).exists() == with_stamp
+        write_spec(folder, ONE_MORE)
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        yield folder, spec, out
+
+
+def test_a_health_check_audits_only_what_the_stamp_did_not_see_clean(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: the run after one node more writes nothing, so it audits as a health check. It audited
+    every certs directory: 7.4 s at 10,000 nodes. The stamp's run audited all but the new node's clean,
+    and the stamp says they are as they were then: only the new one is audited, then the folder is
+    stamped."""
+    spec, out = clean
+    audited: list[str] = []
+    real = audit.audit
+    monkeypatch.setattr(
+        audit, "audit", lambda d, *a, **k: audited.append(d.relative_to(out).as_posix()) or real(d, *a, **k)
+    )
+    write_spec(spec.parent, ONE_MORE)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    assert audited == ["nodes/c"], "a run that writes audits what it wrote"
+    audited.clear()
+    time.sleep(0.05)  # so that the run below stamps
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    assert (status, printed) == (0, f"{out}: up to date, nothing changed\n")
+    assert audited == ["nodes/c"]
+    assert "planning" not in issue(spec, out, monkeypatch, capsys)[2], "stamped: every folder is clean"
+
+
+def _crl_revoking_a(out: Path) -> str:
+    """crl/ca.crl revoking node a's certificate, made by `revoke` in a copy of the folder."""
+    copy = out.parent / "copy" / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    assert crdb("revoke", "--out", copy, "--nodes", "a") == 0
+    (out / names.CRL_DIR).mkdir(exist_ok=True)
+    shutil.copyfile(copy / "crl/ca.crl", out / "crl/ca.crl")
+    return ONE_MORE
+
+
+def _nodes_moved_beside_a_crl(out: Path) -> str:
+    """nodes/ moved elsewhere, linked back, with a CRL revoking node a's certificate beside it: the audit
+    of nodes/a reads the CRLs beside where it really is (crls.find), which the stamp never saw."""
+    _crl_revoking_a(out)
+    elsewhere = out.parent / "elsewhere"
+    elsewhere.mkdir()
+    (out / names.CRL_DIR / "ca.crl").rename(elsewhere / "ca.crl")
+    (out / names.CRL_DIR).rmdir()
+    (elsewhere / names.CRL_DIR).mkdir()
+    (elsewhere / "ca.crl").rename(elsewhere / names.CRL_DIR / "ca.crl")
+    (out / names.NODES_DIR).rename(elsewhere / names.NODES_DIR)
+    (out / names.NODES_DIR).symlink_to(elsewhere / names.NODES_DIR)
+    return ONE_MORE
+
+
+def _rewritten_in_place(path: Path, text: bytes) -> str:
+    with path.open("r+b") as f:  # the same file (inode), so the folder's listing stays the same
+        f.truncate()
+        f.write(text)
+    return ONE_MORE
+
+
+# Each: what is done to a stamped folder after one node more was added to it, before the run that
+# writes nothing (the spec it returns): the audit's answer for a folder the stamp saw clean may change,
+# so that folder is audited, as without a stamp. PREPARED: what the stamp saw there first.
+NOT_CLEAN_NOW: dict[str, Callable[[Path], str]] = {
+    "a node's key made readable by others": lambda out: (out / "nodes/a/node.key").chmod(0o644) or ONE_MORE,
+    "a file beside the node's files rewritten into the CA key": lambda out: _rewritten_in_place(
+        out / "nodes/a/notes.txt", (out / "my-safe-directory/ca.key").read_bytes()
+    ),
+    "a CRL revoking a node's certificate": _crl_revoking_a,
+    "nodes/ moved beside a CRL, and linked": _nodes_moved_beside_a_crl,
+}
+PREPARED: dict[str, Callable[[Path], object]] = {
+    "a file beside the node's files rewritten into the CA key": lambda out: (
+        out / "nodes/a/notes.txt"
+    ).write_text("CockroachDB does not read this file\n"),
+}
+
+
+@pytest.mark.parametrize("change", NOT_CLEAN_NOW)
+def test_a_health_check_audits_what_may_audit_otherwise_now(
+    change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = []
+    for folder, spec, out in _one_more_made(tmp_path, PREPARED.get(change)):
+        write_spec(folder, NOT_CLEAN_NOW[change](out))
+        status, printed, _ = issue(spec, out, monkeypatch, capsys)
+        answers.append((status, _same_for_both(printed, folder)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] != 0 and "nodes/a" in answers[0][1], answers[0]
+
+
+def test_a_health_check_audits_again_under_another_key_permission_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit reads COCKROACH_SKIP_KEY_PERMISSION_CHECK: what the stamp's run found clean without it
+    is audited again with it set to what CockroachDB refuses, as without a stamp."""
+    answers = []
+    for folder, spec, out in _one_more_made(tmp_path):
+        with monkeypatch.context() as switched:
+            switched.setenv("COCKROACH_SKIP_KEY_PERMISSION_CHECK", "maybe")
+            status, printed, _ = issue(spec, out, monkeypatch, capsys)
+        answers.append((status, _same_for_both(printed, folder)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] != 0 and "nodes/a" in answers[0][1], answers[0]
+
+
+def test_a_health_check_warns_of_every_certificate_near_its_end(tmp_path: Path) -> None:
+    """340 days on, every 365-day certificate is within the audit's 30-day warning: each folder the stamp
+    saw clean says so, as without a stamp."""
+    answers = []
+    for folder, spec, out in _one_more_made(tmp_path):
+        run = _issue_later(340, spec, out)
+        answers.append((run.returncode, _same_for_both(run.stdout + run.stderr, folder)))
+    assert answers[0] == answers[1]
+    assert all(f"nodes/{n}:" in answers[0][1] for n in "abc"), answers[0]
 
 
 def test_a_stamp_of_another_input_is_not_parsed(

@@ -34,12 +34,14 @@ import json
 import os
 import secrets
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cryptography
 import tomli
 
 import orchestrator
@@ -90,9 +92,10 @@ def key(source: bytes, spec_path: Path | None, *options: str | None) -> str:
 
 def auditor() -> str:
     """What the audit's answer depends on besides the certs directory, its CRLs and the time: crdb-certs'
-    code, CockroachDB's own switch, and who is asking (key modes)."""
+    code, the Python and cryptography that parse the files, CockroachDB's own switch, and who is asking
+    (key modes)."""
     skip = os.environ.get("COCKROACH_SKIP_KEY_PERMISSION_CHECK")
-    return f"{code()}\0{(os.getuid(), os.getgid(), skip)}"
+    return f"{code()}\0{sys.version}\0{cryptography.__version__}\0{(os.getuid(), os.getgid(), skip)}"
 
 
 def source(config: Path | None, out: Path) -> tuple[bytes, Path | None] | None:
@@ -240,6 +243,9 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
     top = os.stat(out)
     found: dict[str, Signature] = {".": signature(top)}
     folders, seen = [("", str(out))], {(top.st_dev, top.st_ino)}
+    # The CRL folders the audit reads (crls.find: beside a certs directory and beside its parent, where
+    # it really is): beside the output folder, and beside each linked folder's target.
+    beside = {out.resolve().parent / names.CRL_DIR}
     while folders:
         prefix, folder = folders.pop()
         with os.scandir(folder) as entries:
@@ -251,18 +257,21 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
                 if entry.is_symlink():
                     target = os.stat(entry.path)
                     found[rel + " ->"] = signature(target)
-                    # A linked folder (my-safe-directory/ on a removable disk, nodes/ elsewhere): walked
-                    # too, once, whatever links to it (a loop of links ends there).
-                    if entry.is_dir() and (target.st_dev, target.st_ino) not in seen:
-                        seen.add((target.st_dev, target.st_ino))
-                        folders.append((rel + "/", entry.path))
+                    if entry.is_dir():
+                        real = Path(os.path.realpath(entry.path))
+                        beside |= {real.parent / names.CRL_DIR, real.parent.parent / names.CRL_DIR}
+                        # A linked folder (my-safe-directory/ on a removable disk, nodes/ elsewhere): walked
+                        # too, once, whatever links to it (a loop of links ends there).
+                        if (target.st_dev, target.st_ino) not in seen:
+                            seen.add((target.st_dev, target.st_ino))
+                            folders.append((rel + "/", entry.path))
                 elif entry.is_dir(follow_symlinks=False):
                     folders.append((rel + "/", entry.path))
     for path in named:
         found[str(path)] = signature(os.stat(path))
-    # The CRLs the audit reads beside the folder (crls.find: <the folder's parent>/crl), or their absence.
-    crl = out.resolve().parent / names.CRL_DIR
-    if crl.is_dir():
+    for crl in sorted(beside):  # or their absence
+        if not crl.is_dir():
+            continue
         found[str(crl)] = signature(os.stat(crl))
         with os.scandir(crl) as entries:
             for entry in entries:
@@ -333,7 +342,7 @@ class Vouch:
         auditor; each file and folder in the directory (and in the CRL folders the audit reads beside
         it, crls.find) is the one the stamp saw, or was absent then and is now; every certificate there
         is valid and not within the audit's 30-day warning; and no folder on its way is a link (which
-        would move where those CRL folders are)."""
+        would move where those CRL folders are, and the stamp may hold its files under another name)."""
         wanted = {f for f in folders if f in self.audited}
         if not wanted:
             return frozenset()
@@ -363,7 +372,7 @@ class Vouch:
             f
             for f in wanted
             if f in self.files
-            and not _linked_on_the_way(self.out, f)
+            and not _linked(self.out, f)
             and same(f)
             and all(map(clear, entries[f]))
             and all(map(same, beside[f]))
@@ -404,9 +413,11 @@ def _crl_folders(out: Path, folder: str) -> list[str]:
     return [names.CRL_DIR, str(out.resolve().parent / names.CRL_DIR)]
 
 
-def _linked_on_the_way(out: Path, folder: str) -> bool:
-    """Whether a folder between `out` and `out`/`folder` (nodes/ for nodes/<name>) is a link."""
-    parts = folder.split("/")[:-1]
+def _linked(out: Path, folder: str) -> bool:
+    """Whether `out`/`folder`, or a folder on its way (nodes/ for nodes/<name>), is a link: the audit
+    reads the CRLs beside its target (crls.find), and the stamp may hold its files under another name
+    (signatures walks a linked folder once)."""
+    parts = folder.split("/")
     return any(os.path.islink(os.path.join(out, *parts[: i + 1])) for i in range(len(parts)))
 
 

@@ -16,15 +16,21 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import cryptography
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from orchestrator import audit, changes, names, recipes, record, runner, stamp, state
 from orchestrator.certcheck import Expect
-from orchestrator.steps import Copy, Plan, Task
+from orchestrator.cli import load_spec
+from orchestrator.files import MAX_READ, read_regular
+from orchestrator.steps import Copy, Plan, Task, writes
 from tests import orgca
 from tests.conftest import REPO, crdb, no_hang, write_spec
 from tests.test_faults import tmpfs
@@ -430,12 +436,10 @@ def test_the_stamp_vouches_only_for_what_it_saw(
     assert "node c" in answers[0][1] or answers[0][0] != 0, answers[0]
 
 
-def _one_more_made(
-    tmp_path: Path, prepared: Callable[[Path], object] | None = None
+def _stamped_with(
+    tmp_path: Path, prepared: Callable[[Path], object] | None
 ) -> Iterator[tuple[Path, Path, Path]]:
-    """_with_and_without_stamp (`prepared` first, and stamped with it), then one node more: a run that
-    writes, so it stamps nothing (stamp.py) and audits only the folder it wrote; the next run that
-    writes nothing is the health check."""
+    """_with_and_without_stamp, with `prepared` done to each folder first (and stamped so)."""
     for folder, spec, out in _with_and_without_stamp(tmp_path):
         if prepared is not None:
             with_stamp = (out / names.STAMP).exists()
@@ -445,6 +449,15 @@ def _one_more_made(
             if not with_stamp:
                 (out / names.STAMP).unlink()
             assert (out / names.STAMP).exists() == with_stamp
+        yield folder, spec, out
+
+
+def _one_more_made(
+    tmp_path: Path, prepared: Callable[[Path], object] | None = None
+) -> Iterator[tuple[Path, Path, Path]]:
+    """_stamped_with, then one node more: a run that writes, so it stamps nothing (stamp.py) and audits
+    only the folder it wrote; the next run that writes nothing is the health check."""
+    for folder, spec, out in _stamped_with(tmp_path, prepared):
         write_spec(folder, ONE_MORE)
         assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
         yield folder, spec, out
@@ -474,29 +487,33 @@ def test_a_health_check_audits_only_what_the_stamp_did_not_see_clean(
     assert "planning" not in issue(spec, out, monkeypatch, capsys)[2], "stamped: every folder is clean"
 
 
-def _crl_revoking_a(out: Path) -> str:
-    """crl/ca.crl revoking node a's certificate, made by `revoke` in a copy of the folder."""
-    copy = out.parent / "copy" / "out"
-    shutil.copytree(out, copy, symlinks=True)
-    assert crdb("revoke", "--out", copy, "--nodes", "a") == 0
-    (out / names.CRL_DIR).mkdir(exist_ok=True)
-    shutil.copyfile(copy / "crl/ca.crl", out / "crl/ca.crl")
+def _crl_revoking(out: Path, cert: str, crl: Path) -> str:
+    """`crl` (a folder crls.find looks in) holding a CRL of the folder's CA that revokes `cert`, signed with
+    `cryptography` by the CA's key."""
+    ca = x509.load_pem_x509_certificate((out / "certs/ca.crt").read_bytes())
+    key = serialization.load_pem_private_key((out / "my-safe-directory/ca.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    serial = x509.load_pem_x509_certificate((out / cert).read_bytes()).serial_number
+    now = datetime.now(UTC)
+    revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+    builder = x509.CertificateRevocationListBuilder().issuer_name(ca.subject).last_update(now)
+    made = (
+        builder.next_update(now + timedelta(days=7))
+        .add_revoked_certificate(revoked)
+        .sign(key, hashes.SHA256())
+    )
+    crl.mkdir(exist_ok=True)
+    (crl / "ca.crl").write_bytes(made.public_bytes(serialization.Encoding.PEM))
     return ONE_MORE
 
 
-def _nodes_moved_beside_a_crl(out: Path) -> str:
-    """nodes/ moved elsewhere, linked back, with a CRL revoking node a's certificate beside it: the audit
-    of nodes/a reads the CRLs beside where it really is (crls.find), which the stamp never saw."""
-    _crl_revoking_a(out)
-    elsewhere = out.parent / "elsewhere"
-    elsewhere.mkdir()
-    (out / names.CRL_DIR / "ca.crl").rename(elsewhere / "ca.crl")
-    (out / names.CRL_DIR).rmdir()
-    (elsewhere / names.CRL_DIR).mkdir()
-    (elsewhere / "ca.crl").rename(elsewhere / names.CRL_DIR / "ca.crl")
-    (out / names.NODES_DIR).rename(elsewhere / names.NODES_DIR)
-    (out / names.NODES_DIR).symlink_to(elsewhere / names.NODES_DIR)
-    return ONE_MORE
+def _moved_and_linked(out: Path, folder: str, *names_too: str) -> None:
+    """out/`folder` moved to elsewhere/, and linked back (and from out/`names_too`)."""
+    elsewhere = out.parent / "elsewhere" / Path(folder).name
+    elsewhere.parent.mkdir(exist_ok=True)
+    (out / folder).rename(elsewhere)
+    for name in (folder, *names_too):
+        (out / name).symlink_to(elsewhere)
 
 
 def _rewritten_in_place(path: Path, text: bytes) -> str:
@@ -514,14 +531,36 @@ NOT_CLEAN_NOW: dict[str, Callable[[Path], str]] = {
     "a file beside the node's files rewritten into the CA key": lambda out: _rewritten_in_place(
         out / "nodes/a/notes.txt", (out / "my-safe-directory/ca.key").read_bytes()
     ),
-    "a CRL revoking a node's certificate": _crl_revoking_a,
-    "nodes/ moved beside a CRL, and linked": _nodes_moved_beside_a_crl,
+    "a CRL revoking a node's certificate": lambda out: _crl_revoking(out, "nodes/a/node.crt", out / "crl"),
+    # The audit of nodes/a reads the CRLs beside where it really is (crls.find), which the stamp never saw.
+    "nodes/ moved beside a CRL, and linked": lambda out: (
+        (
+            _moved_and_linked(out, "nodes"),
+            _crl_revoking(out, "nodes/a/node.crt", out.parent / "elsewhere" / names.CRL_DIR),
+        )
+        and ONE_MORE
+    ),
+    # Review: a certs directory that is a link was judged by the folders on its way only.
+    "a node's folder linked, a CRL beside its target": lambda out: _crl_revoking(
+        out, "nodes/a/node.crt", out.parent / "elsewhere" / names.CRL_DIR
+    ),
+    "a node's folder linked under two names, a file in it rewritten into the CA key": lambda out: (
+        _rewritten_in_place(out / "nodes/a/notes.txt", (out / "my-safe-directory/ca.key").read_bytes())
+    ),
 }
 PREPARED: dict[str, Callable[[Path], object]] = {
-    "a file beside the node's files rewritten into the CA key": lambda out: (
-        out / "nodes/a/notes.txt"
-    ).write_text("CockroachDB does not read this file\n"),
+    "a file beside the node's files rewritten into the CA key": lambda out: _notes_in(out / "nodes/a"),
+    "a node's folder linked, a CRL beside its target": lambda out: _moved_and_linked(out, "nodes/a"),
+    # signatures walks a linked folder once: here under alias/, so the stamp holds no nodes/a/notes.txt.
+    "a node's folder linked under two names, a file in it rewritten into the CA key": lambda out: (
+        _notes_in(out / "nodes/a"),
+        _moved_and_linked(out, "nodes/a", "alias"),
+    ),
 }
+
+
+def _notes_in(folder: Path) -> None:
+    (folder / "notes.txt").write_text("CockroachDB does not read this file\n")
 
 
 @pytest.mark.parametrize("change", NOT_CLEAN_NOW)
@@ -550,6 +589,60 @@ def test_a_health_check_audits_again_under_another_key_permission_switch(
         answers.append((status, _same_for_both(printed, folder)))
     assert answers[0] == answers[1]
     assert answers[0][0] != 0 and "nodes/a" in answers[0][1], answers[0]
+
+
+def test_a_crl_beside_a_linked_folder_s_target_is_part_of_what_the_stamp_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the audit of a certs directory that is a link reads the CRLs beside its target
+    (crls.find resolves it); the stamp held those beside the output folder only, so a CRL revoking a
+    certificate there was answered "up to date"."""
+    answers = []
+    for folder, spec, out in _stamped_with(tmp_path, lambda out: _moved_and_linked(out, "certs")):
+        _crl_revoking(out, "certs/client.root.crt", out.parent / "elsewhere" / names.CRL_DIR)
+        status, printed, _ = issue(spec, out, monkeypatch, capsys)
+        answers.append((status, _same_for_both(printed, folder)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] != 0 and "client.root.crt: revoked" in answers[0][1], answers[0]
+
+
+def test_a_health_check_audits_again_with_another_cryptography(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of issue 16: the audit's answer depends on the library that parses the files, and an
+    upgrade of it keeps crdb-certs' code as it was."""
+    spec, out = clean
+    write_spec(spec.parent, ONE_MORE)
+    assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+    audited: list[str] = []
+    real = audit.audit
+    monkeypatch.setattr(
+        audit, "audit", lambda d, *a, **k: audited.append(d.relative_to(out).as_posix()) or real(d, *a, **k)
+    )
+    monkeypatch.setattr(cryptography, "__version__", "0.0.1")
+    assert issue(spec, out, monkeypatch, capsys)[0] == 0
+    assert audited == ["certs", "nodes/a", "nodes/b", "nodes/c"]
+
+
+def test_a_record_longer_than_a_certificate_is_found_as_the_spec_renders_it(
+    clean: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured at 10,000 nodes: the record (1 MB) was read only up to a certificate's read limit
+    (files.MAX_READ, 1 MiB), so it never matched what the spec renders and every run planned it again. The
+    run after one node more then wrote nothing, yet its plan wrote a file: no health check could skip a
+    folder. Here the read limit is made shorter than this folder's record."""
+    spec, out = clean
+    short = (out / names.RECORD).stat().st_size // 2
+
+    def read(path: str, limit: int | None = None) -> bytes:
+        if limit is None:  # read up to the default limit, as for a certificate
+            limit = short if path.endswith(names.RECORD) else MAX_READ
+        return read_regular(path, limit)
+
+    monkeypatch.setattr(state, "read_regular", read)
+    the_spec = load_spec(spec, out, None, None)
+    todo = runner.pending(the_spec, out)
+    assert not [p for step in todo.steps for p in writes(step)], "a plan that writes nothing"
 
 
 def test_a_health_check_warns_of_every_certificate_near_its_end(tmp_path: Path) -> None:

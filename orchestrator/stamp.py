@@ -341,8 +341,9 @@ class Vouch:
         would find clean now (issue 16: a run that writes nothing audits only the others): the same
         auditor; each file and folder in the directory (and in the CRL folders the audit reads beside
         it, crls.find) is the one the stamp saw, or was absent then and is now; every certificate there
-        is valid and not within the audit's 30-day warning; and no folder on its way is a link (which
-        would move where those CRL folders are, and the stamp may hold its files under another name)."""
+        is valid and not within the audit's 30-day warning; and neither it nor a folder on its way is a
+        link (which would move where those CRL folders are, and the stamp may hold its files under
+        another name)."""
         wanted = {f for f in folders if f in self.audited}
         if not wanted:
             return frozenset()

@@ -430,8 +430,7 @@ def test_the_stamp_vouches_only_for_what_it_saw(
     answers = []
     for folder, spec, out in _with_and_without_stamp(tmp_path):
         write_spec(folder, NOT_VOUCHED[change](out))
-        status, printed, _ = issue(spec, out, monkeypatch, capsys)
-        answers.append((status, _same_for_both(printed, folder)))
+        answers.append(_answer(spec, out, monkeypatch, capsys))
     assert answers[0] == answers[1]
     assert "node c" in answers[0][1] or answers[0][0] != 0, answers[0]
 
@@ -570,10 +569,17 @@ def test_a_health_check_audits_what_may_audit_otherwise_now(
     answers = []
     for folder, spec, out in _one_more_made(tmp_path, PREPARED.get(change)):
         write_spec(folder, NOT_CLEAN_NOW[change](out))
-        status, printed, _ = issue(spec, out, monkeypatch, capsys)
-        answers.append((status, _same_for_both(printed, folder)))
+        answers.append(_answer(spec, out, monkeypatch, capsys))
     assert answers[0] == answers[1]
     assert answers[0][0] != 0 and "nodes/a" in answers[0][1], answers[0]
+
+
+def _answer(
+    spec: Path, out: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """`issue`'s status, and what it printed without what differs between two folders."""
+    status, printed, _ = issue(spec, out, monkeypatch, capsys)
+    return status, _same_for_both(printed, out.parent)
 
 
 def test_a_health_check_audits_again_under_another_key_permission_switch(
@@ -582,11 +588,10 @@ def test_a_health_check_audits_again_under_another_key_permission_switch(
     """The audit reads COCKROACH_SKIP_KEY_PERMISSION_CHECK: what the stamp's run found clean without it
     is audited again with it set to what CockroachDB refuses, as without a stamp."""
     answers = []
-    for folder, spec, out in _one_more_made(tmp_path):
+    for _, spec, out in _one_more_made(tmp_path):
         with monkeypatch.context() as switched:
             switched.setenv("COCKROACH_SKIP_KEY_PERMISSION_CHECK", "maybe")
-            status, printed, _ = issue(spec, out, monkeypatch, capsys)
-        answers.append((status, _same_for_both(printed, folder)))
+            answers.append(_answer(spec, out, monkeypatch, capsys))
     assert answers[0] == answers[1]
     assert answers[0][0] != 0 and "nodes/a" in answers[0][1], answers[0]
 
@@ -598,10 +603,9 @@ def test_a_crl_beside_a_linked_folder_s_target_is_part_of_what_the_stamp_holds(
     (crls.find resolves it); the stamp held those beside the output folder only, so a CRL revoking a
     certificate there was answered "up to date"."""
     answers = []
-    for folder, spec, out in _stamped_with(tmp_path, lambda out: _moved_and_linked(out, "certs")):
+    for _, spec, out in _stamped_with(tmp_path, lambda out: _moved_and_linked(out, "certs")):
         _crl_revoking(out, "certs/client.root.crt", out.parent / "elsewhere" / names.CRL_DIR)
-        status, printed, _ = issue(spec, out, monkeypatch, capsys)
-        answers.append((status, _same_for_both(printed, folder)))
+        answers.append(_answer(spec, out, monkeypatch, capsys))
     assert answers[0] == answers[1]
     assert answers[0][0] != 0 and "client.root.crt: revoked" in answers[0][1], answers[0]
 

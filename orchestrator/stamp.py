@@ -187,8 +187,9 @@ def write(
     known_files = previous.get("files", {})
     dates: dict[str, list[float]] = {}
     for rel, sig in files.items():
-        if rel.endswith(".crt") and stat.S_ISREG(int(sig.split(":", 1)[0])):
-            same = rel in known and known_files.get(rel) == sig
+        followed = files.get(rel + " ->", sig)  # a link to a certificate kept elsewhere: its target's
+        if rel.endswith(".crt") and stat.S_ISREG(int(followed.split(":", 1)[0])):
+            same = rel in known and known_files.get(rel) == sig and known_files.get(rel + " ->") == followed
             dates[rel] = known[rel] if same else _dates(out / rel)
     del previous, known, known_files  # not two stamps of 10,000 nodes in memory while this one is written
     # A folder holding a link: what the guard finds there depends on what the link points to, which its
@@ -341,9 +342,9 @@ class Vouch:
         would find clean now (issue 16: a run that writes nothing audits only the others): the same
         auditor; each file and folder in the directory (and in the CRL folders the audit reads beside
         it, crls.find) is the one the stamp saw, or was absent then and is now; every certificate there
-        is valid and not within the audit's 30-day warning; and neither it nor a folder on its way is a
-        link (which would move where those CRL folders are, and the stamp may hold its files under
-        another name)."""
+        is valid and not within the audit's 30-day warning; and neither it, nor those CRL folders, nor a
+        folder on their way is a link (which would move where those CRL folders are, and the stamp may
+        hold their files under another name: signatures walks a linked folder once)."""
         wanted = {f for f in folders if f in self.audited}
         if not wanted:
             return frozenset()
@@ -369,11 +370,23 @@ class Vouch:
                 return True
             return dates is not None and dates[0] <= now < dates[1] - EXPIRY_WARNING.total_seconds()
 
+        @functools.cache  # nodes/ and crl/ are on every node's way: looked at once
+        def link(path: str) -> bool:
+            return os.path.islink(path if path.startswith("/") else self.root + path)
+
+        def linked(group: str) -> bool:
+            """Whether `group`, or a folder on its way from the output folder, is a link (an absolute CRL
+            folder's parents are resolved already: signatures, _crl_folders)."""
+            if group.startswith("/"):
+                return link(group)
+            parts = group.split("/")
+            return any(link("/".join(parts[: i + 1])) for i in range(len(parts)))
+
         return frozenset(
             f
             for f in wanted
             if f in self.files
-            and not _linked(self.out, f)
+            and not any(map(linked, [f, *beside[f]]))
             and same(f)
             and all(map(clear, entries[f]))
             and all(map(same, beside[f]))
@@ -412,14 +425,6 @@ def _crl_folders(out: Path, folder: str) -> list[str]:
         grand = parent.rpartition("/")[0]
         return [f"{parent}/{names.CRL_DIR}", f"{grand}/{names.CRL_DIR}" if grand else names.CRL_DIR]
     return [names.CRL_DIR, str(out.resolve().parent / names.CRL_DIR)]
-
-
-def _linked(out: Path, folder: str) -> bool:
-    """Whether `out`/`folder`, or a folder on its way (nodes/ for nodes/<name>), is a link: the audit
-    reads the CRLs beside its target (crls.find), and the stamp may hold its files under another name
-    (signatures walks a linked folder once)."""
-    parts = folder.split("/")
-    return any(os.path.islink(os.path.join(out, *parts[: i + 1])) for i in range(len(parts)))
 
 
 def _head(run_key: str) -> bytes:

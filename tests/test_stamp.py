@@ -486,21 +486,19 @@ def test_a_health_check_audits_only_what_the_stamp_did_not_see_clean(
     assert "planning" not in issue(spec, out, monkeypatch, capsys)[2], "stamped: every folder is clean"
 
 
-def _crl_revoking(out: Path, cert: str, crl: Path) -> str:
-    """`crl` (a folder crls.find looks in) holding a CRL of the folder's CA that revokes `cert`, signed with
-    `cryptography` by the CA's key."""
+def _crl_revoking(out: Path, cert: str | None, crl: Path) -> str:
+    """`crl` (a folder crls.find looks in) holding a CRL of the folder's CA that revokes `cert` (or none),
+    signed with `cryptography` by the CA's key; ca.crl there rewritten in place if there is one."""
     ca = x509.load_pem_x509_certificate((out / "certs/ca.crt").read_bytes())
     key = serialization.load_pem_private_key((out / "my-safe-directory/ca.key").read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    serial = x509.load_pem_x509_certificate((out / cert).read_bytes()).serial_number
     now = datetime.now(UTC)
-    revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca.subject).last_update(now)
-    made = (
-        builder.next_update(now + timedelta(days=7))
-        .add_revoked_certificate(revoked)
-        .sign(key, hashes.SHA256())
-    )
+    if cert is not None:
+        serial = x509.load_pem_x509_certificate((out / cert).read_bytes()).serial_number
+        revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        builder = builder.add_revoked_certificate(revoked)
+    made = builder.next_update(now + timedelta(days=7)).sign(key, hashes.SHA256())
     crl.mkdir(exist_ok=True)
     (crl / "ca.crl").write_bytes(made.public_bytes(serialization.Encoding.PEM))
     return ONE_MORE
@@ -546,10 +544,20 @@ NOT_CLEAN_NOW: dict[str, Callable[[Path], str]] = {
     "a node's folder linked under two names, a file in it rewritten into the CA key": lambda out: (
         _rewritten_in_place(out / "nodes/a/notes.txt", (out / "my-safe-directory/ca.key").read_bytes())
     ),
+    # Second review: nodes/crl (read by the audit of nodes/a) a link to a folder that the stamp holds
+    # under another name (www/, walked first), the CRL there rewritten in place.
+    "a CRL folder linked, its CRL rewritten in place": lambda out: _crl_revoking(
+        out, "nodes/a/node.crt", out.parent / "shared"
+    ),
 }
 PREPARED: dict[str, Callable[[Path], object]] = {
     "a file beside the node's files rewritten into the CA key": lambda out: _notes_in(out / "nodes/a"),
     "a node's folder linked, a CRL beside its target": lambda out: _moved_and_linked(out, "nodes/a"),
+    "a CRL folder linked, its CRL rewritten in place": lambda out: (
+        _crl_revoking(out, None, out.parent / "shared"),
+        (out / "www").symlink_to(out.parent / "shared"),  # at the top: walked before nodes/ is
+        (out / "nodes" / names.CRL_DIR).symlink_to(out.parent / "shared"),
+    ),
     # signatures walks a linked folder once: here under alias/, so the stamp holds no nodes/a/notes.txt.
     "a node's folder linked under two names, a file in it rewritten into the CA key": lambda out: (
         _notes_in(out / "nodes/a"),
@@ -647,6 +655,28 @@ def test_a_record_longer_than_a_certificate_is_found_as_the_spec_renders_it(
     the_spec = load_spec(spec, out, None, None)
     todo = runner.pending(the_spec, out)
     assert not [p for step in todo.steps for p in writes(step)], "a plan that writes nothing"
+
+
+def test_a_linked_certificate_s_dates_are_part_of_the_stamp(tmp_path: Path) -> None:
+    """Second review of issue 16: the stamp took the dates of the certificates that are regular files
+    only. Node a's certificate (300 days, the others 365) kept elsewhere and linked into its folder:
+    310 days on, it had ended, and the stamp answered "up to date"."""
+    answers = []
+    for with_stamp in (True, False):
+        folder = tmp_path / ("stamped" if with_stamp else "not")
+        out, first = folder / "out", SPEC.split('\n\n[[nodes]]\nname = "b"')[0]
+        spec = write_spec(folder, "cert_days = 300\n" + first)
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        write_spec(folder, SPEC)  # the others with the default lifetime; node a's certificate is kept
+        assert crdb("issue", "--config", spec, "--out", out, "--quiet") == 0
+        _moved_and_linked(out, "nodes/a/node.crt")
+        stamped(spec, out)
+        if not with_stamp:
+            (out / names.STAMP).unlink()
+        run = _issue_later(310, spec, out)
+        answers.append((run.returncode, _same_for_both(run.stdout + run.stderr, folder)))
+    assert answers[0] == answers[1]
+    assert answers[0][0] != 0 and "a: expired" in answers[0][1], answers[0]
 
 
 def test_a_health_check_warns_of_every_certificate_near_its_end(tmp_path: Path) -> None:

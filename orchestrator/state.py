@@ -55,7 +55,7 @@ def inspect(out: Path, full: Plan, vouch: stamp.Vouch | None = None) -> State:
     rendered = {s.path: s.text for s in full.steps if is_config(s) and isinstance(s, Write)}
     if provenance is record.Provenance.SIGNED_ELSEWHERE:  # kept by every plan for such a folder
         rendered[names.RECORD] = record.of(full.spec, provenance)
-    current = frozenset(p for p, text in rendered.items() if holds(os.path.join(root, p), text))
+    current = frozenset(p for p, text in rendered.items() if _holds(os.path.join(root, p), text))
     # A certificate the last clean run's stamp vouches for (the same expectation, its files untouched
     # since) is not read again: 10,000 nodes plus one is one check, not 10,001 (issue 16).
     expects = {task.id: stamp.expect_digest(task.expect) for task in full.tasks if task.expect is not None}
@@ -116,7 +116,7 @@ def _same_key(pk8: str, key: str) -> bool:
         return False
 
 
-def holds(path: str, text: str) -> bool:
+def _holds(path: str, text: str) -> bool:
     """Whether `path` holds `text` (as runner.py writes it: UTF-8), however long: the record of 10,000
     nodes is 1 MB, more than a certificate's read limit (files.MAX_READ)."""
     data = text.encode("utf-8")

@@ -13,8 +13,9 @@ say. It holds:
   checks only what that spec changes);
 - the settings of the record the run left (record.Settings);
 - the certs directories its audit found clean, and what else that audit's answer depended on (`auditor`:
-  the code, CockroachDB's key permission switch, the user): a later run that writes nothing audits only
-  the others, and those no longer as the stamp saw them (Vouch.still_clean);
+  the code, the Python and cryptography that parse the files, CockroachDB's key permission switch, the
+  user): a later run that writes nothing audits only the others, and those no longer as the stamp saw
+  them (Vouch.still_clean);
 - last, on a line of its own, the digest of all the rest (a seal: a stamp edited by hand is none).
 
 `matches` is true when the input is the same, every signature is, and the time is one at which the run

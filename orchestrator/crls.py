@@ -37,8 +37,7 @@ def find(directory: Path, given: Path | None = None) -> list[CRL]:
         except (OSError, ValueError):
             raise SpecError("--crl", str(given), "is not a readable PEM CRL") from None
     found = []
-    here = directory.resolve()
-    for folder in (here.parent / names.CRL_DIR, here.parent.parent / names.CRL_DIR):
+    for folder in map(Path, names.crl_folders(str(directory.resolve()))):
         for path in sorted(folder.glob("*.crl")) if folder.is_dir() else []:
             try:
                 found.append(CRL(path, x509.load_pem_x509_crl(path.read_bytes())))

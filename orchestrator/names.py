@@ -6,6 +6,8 @@ users could read, so a wrong name or mode is a broken cluster. Everyone else ask
 
 from __future__ import annotations
 
+import os.path
+
 CERTS_DIR = "certs"  # the docs' certs directory
 SAFE_DIR = "my-safe-directory"  # CA keys, and nothing else
 NODES_DIR = "nodes"  # one complete certs directory per node
@@ -73,6 +75,14 @@ def ca_key(ca: str) -> str:
 def crl(ca: str) -> str:
     """`ca` -> crl/ca.crl (PEM), `ca-client` -> crl/ca-client.crl."""
     return f"{CRL_DIR}/{ca}.crl"
+
+
+def crl_folders(directory: str) -> tuple[str, str]:
+    """The folders whose *.crl the audit and `list` read for the certs directory `directory` (where it
+    really is: links resolved by the caller): beside it and beside its parent, so that certs/ and
+    nodes/<name>/ both find the output folder's crl/."""
+    parent = os.path.dirname(directory)
+    return os.path.join(parent, CRL_DIR), os.path.join(os.path.dirname(parent), CRL_DIR)
 
 
 def crl_config(ca: str) -> str:

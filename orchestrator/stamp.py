@@ -188,8 +188,10 @@ def write(
     known_files = previous.get("files", {})
     dates: dict[str, list[float]] = {}
     for rel, sig in files.items():
+        if not rel.endswith(".crt"):
+            continue
         followed = files.get(rel + " ->", sig)  # a link to a certificate kept elsewhere: its target's
-        if rel.endswith(".crt") and stat.S_ISREG(int(followed.split(":", 1)[0])):
+        if stat.S_ISREG(int(followed.split(":", 1)[0])):
             same = rel in known and known_files.get(rel) == sig and known_files.get(rel + " ->") == followed
             dates[rel] = known[rel] if same else _dates(out / rel)
     del previous, known, known_files  # not two stamps of 10,000 nodes in memory while this one is written
@@ -245,8 +247,8 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
     top = os.stat(out)
     found: dict[str, Signature] = {".": signature(top)}
     folders, seen = [("", str(out))], {(top.st_dev, top.st_ino)}
-    # The CRL folders the audit reads (crls.find: beside a certs directory and beside its parent, where
-    # it really is): beside the output folder, and beside each linked folder's target.
+    # The CRL folders the audit reads (names.crl_folders, for a certs directory where it really is)
+    # outside the folder: beside it, and beside each linked folder's target.
     beside = {out.resolve().parent / names.CRL_DIR}
     while folders:
         prefix, folder = folders.pop()
@@ -260,8 +262,7 @@ def signatures(out: Path, named: Iterable[Path]) -> tuple[dict[str, Signature], 
                     target = os.stat(entry.path)
                     found[rel + " ->"] = signature(target)
                     if entry.is_dir():
-                        real = Path(os.path.realpath(entry.path))
-                        beside |= {real.parent / names.CRL_DIR, real.parent.parent / names.CRL_DIR}
+                        beside.update(map(Path, names.crl_folders(os.path.realpath(entry.path))))
                         # A linked folder (my-safe-directory/ on a removable disk, nodes/ elsewhere): walked
                         # too, once, whatever links to it (a loop of links ends there).
                         if (target.st_dev, target.st_ino) not in seen:
@@ -342,14 +343,15 @@ class Vouch:
         """The certs directories among `folders` that the stamp's run audited clean and that the audit
         would find clean now (issue 16: a run that writes nothing audits only the others): the same
         auditor; each file and folder in the directory (and in the CRL folders the audit reads beside
-        it, crls.find) is the one the stamp saw, or was absent then and is now; every certificate there
-        is valid and not within the audit's 30-day warning; and neither it, nor those CRL folders, nor a
-        folder on their way is a link (which would move where those CRL folders are, and the stamp may
-        hold their files under another name: signatures walks a linked folder once)."""
+        it, names.crl_folders) is the one the stamp saw, or was absent then and is now; every
+        certificate there is valid and not within the audit's 30-day warning; and neither it, nor those
+        CRL folders, nor a folder on their way is a link (which would move where those CRL folders are,
+        and the stamp may hold their files under another name: signatures walks a linked folder once)."""
         wanted = {f for f in folders if f in self.audited}
         if not wanted:
             return frozenset()
-        beside = {f: _crl_folders(self.out, f) for f in wanted}
+        real = os.path.join(self.out.resolve(), "")
+        beside = {f: [_named(real, p) for p in names.crl_folders(real + f)] for f in wanted}
         entries: dict[str, list[str]] = {g: [g] for g in wanted.union(*beside.values())}
         for path in self.files:  # each entry under one of those folders, at any depth
             parent = path
@@ -377,7 +379,7 @@ class Vouch:
 
         def linked(group: str) -> bool:
             """Whether `group`, or a folder on its way from the output folder, is a link (an absolute CRL
-            folder's parents are resolved already: signatures, _crl_folders)."""
+            folder's parents are resolved already: signatures, _named)."""
             if group.startswith("/"):
                 return link(group)
             parts = group.split("/")
@@ -418,14 +420,10 @@ class Vouch:
             return False
 
 
-def _crl_folders(out: Path, folder: str) -> list[str]:
-    """The CRL folders the audit of `out`/`folder` reads (crls.find: beside it and beside its parent), as
-    the stamp names them: relative to `out`, or absolute when outside it (signatures)."""
-    parent = folder.rpartition("/")[0]
-    if parent:
-        grand = parent.rpartition("/")[0]
-        return [f"{parent}/{names.CRL_DIR}", f"{grand}/{names.CRL_DIR}" if grand else names.CRL_DIR]
-    return [names.CRL_DIR, str(out.resolve().parent / names.CRL_DIR)]
+def _named(root: str, path: str) -> str:
+    """`path` as signatures names it: relative to the output folder `root` (with its trailing /) when
+    inside it, else absolute."""
+    return path.removeprefix(root) if path.startswith(root) else path
 
 
 def _head(run_key: str) -> bytes:
